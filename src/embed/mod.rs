@@ -1,0 +1,1 @@
+//! Sentence embeddings on candle (multilingual-e5-small by default).

@@ -1,0 +1,12 @@
+//! Kura (蔵): a private AI appliance that runs on one workstation with no network.
+//!
+//! The engine is this library; the `kura` binary (`src/main.rs` → [`cli`]), the HTTP
+//! server and the desktop shell only wire its modules together. Data flows
+//! ingest → catalog → index → rag → llm, and train → adapters → llm; see
+//! `ARCHITECTURE.md` for the map.
+
+pub mod cli;
+pub mod embed;
+pub mod llm;
+pub mod models;
+pub mod paths;

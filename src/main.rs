@@ -1,0 +1,5 @@
+//! The `kura` command: a thin wrapper over [`kura::cli`].
+
+fn main() -> std::process::ExitCode {
+    kura::cli::main()
+}
