@@ -5,8 +5,11 @@
 //! ingest → catalog → index → rag → llm, and train → adapters → llm; see
 //! `ARCHITECTURE.md` for the map.
 
+pub mod catalog;
 pub mod cli;
 pub mod embed;
+pub mod index;
+pub mod ingest;
 pub mod llm;
 pub mod models;
 pub mod paths;

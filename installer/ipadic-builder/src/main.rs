@@ -59,7 +59,10 @@ fn main() -> Result<()> {
     };
     let cache = PathBuf::from(cache);
     if !cache.is_absolute() {
-        bail!("the cache directory must be an absolute path: {}", cache.display());
+        bail!(
+            "the cache directory must be an absolute path: {}",
+            cache.display()
+        );
     }
     let build_dir = cache.join(format!("{version}-fmt{DICTIONARY_FORMAT_VERSION}"));
     let output = build_dir.join("lindera-ipadic");
@@ -73,7 +76,8 @@ fn main() -> Result<()> {
     if n < 20 {
         bail!("{source} holds only {n} MeCab source files: is it mecab-ipadic's dic/ipadic?");
     }
-    let metadata_json = fs::read_to_string(metadata).with_context(|| format!("reading {metadata}"))?;
+    let metadata_json =
+        fs::read_to_string(metadata).with_context(|| format!("reading {metadata}"))?;
     let metadata: Metadata = serde_json::from_str(&metadata_json)?;
 
     // Build into a temporary directory and rename, so an interrupted build never

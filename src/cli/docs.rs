@@ -1,0 +1,364 @@
+//! `kura ingest`, `kura search`, `kura status`, `kura check`, `kura eval retrieval`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+
+use super::print_json;
+use crate::catalog::Catalog;
+use crate::embed::Embedder;
+use crate::eval::retrieval::{self, KeyBy, Query};
+use crate::index::{FusionParams, SearchIndex, SearchMode};
+use crate::ingest::chunk::ChunkParams;
+use crate::ingest::pipeline::{ingest, IngestOptions, Progress};
+use crate::models::{Registry, Role};
+use crate::paths::Paths;
+
+/// `kura ingest`
+#[derive(Debug, Args)]
+pub struct IngestArgs {
+    /// Files and folders to ingest.
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// The collection to add them to (created if needed).
+    #[arg(long, short)]
+    pub collection: String,
+    /// Largest file accepted, in megabytes.
+    #[arg(long, default_value_t = 200)]
+    pub max_file_mb: u64,
+    /// Chunk size in embedding-model tokens.
+    #[arg(long, default_value_t = 256)]
+    pub chunk_tokens: usize,
+    /// Overlap between chunks, in tokens.
+    #[arg(long, default_value_t = 32)]
+    pub overlap_tokens: usize,
+    /// Embedding model (default: the default embedding model).
+    #[arg(long)]
+    pub embedding_model: Option<String>,
+}
+
+/// `kura search`
+#[derive(Debug, Args)]
+pub struct SearchArgs {
+    /// The query.
+    pub query: String,
+    /// Collections to search (repeatable; default: all).
+    #[arg(long, short)]
+    pub collection: Vec<String>,
+    /// Retriever.
+    #[arg(long, value_enum, default_value_t = SearchMode::Hybrid)]
+    pub mode: SearchMode,
+    /// Number of results.
+    #[arg(long, default_value_t = 5)]
+    pub top_k: usize,
+    /// RRF constant k.
+    #[arg(long, default_value_t = 60.0)]
+    pub rrf_k: f32,
+    /// Weight of BM25 in the fusion.
+    #[arg(long, default_value_t = 1.0)]
+    pub bm25_weight: f32,
+    /// Weight of the vectors in the fusion.
+    #[arg(long, default_value_t = 1.0)]
+    pub vector_weight: f32,
+    /// Embedding model (must be the one the collection was indexed with).
+    #[arg(long)]
+    pub embedding_model: Option<String>,
+}
+
+/// `kura eval retrieval`
+#[derive(Debug, Args)]
+pub struct EvalRetrievalArgs {
+    /// SQuAD-format JSON (e.g. JSQuAD), or a Kura questions.jsonl with --corpus.
+    #[arg(long)]
+    pub dataset: PathBuf,
+    /// For a questions.jsonl: the folder of documents the questions are about.
+    #[arg(long)]
+    pub corpus: Option<PathBuf>,
+    /// Score only this many questions (spread evenly over the set).
+    #[arg(long)]
+    pub max_questions: Option<usize>,
+    /// Chunk size in tokens.
+    #[arg(long, default_value_t = 256)]
+    pub chunk_tokens: usize,
+    /// RRF constant k.
+    #[arg(long, default_value_t = 60.0)]
+    pub rrf_k: f32,
+    /// Weight of BM25 in the fusion.
+    #[arg(long, default_value_t = 1.0)]
+    pub bm25_weight: f32,
+    /// Weight of the vectors in the fusion.
+    #[arg(long, default_value_t = 1.0)]
+    pub vector_weight: f32,
+    /// Keep the evaluation index here (default: a temporary folder).
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+pub(super) fn load_embedder(paths: &Paths, name: Option<&str>) -> Result<Embedder> {
+    let registry = Registry::open(&paths.models_dir)?;
+    let model = registry.verify_named(name, Role::Embedding)?;
+    let device = candle_core::Device::Cpu;
+    let path = if model.entry.format == "safetensors" {
+        model.primary().parent().map(|p| p.to_path_buf()).unwrap_or_default()
+    } else {
+        model.primary().to_path_buf()
+    };
+    Embedder::load(&path, &device).with_context(|| format!("loading the embedding model {}", model.entry.name))
+}
+
+fn bar(len: u64, what: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template(&format!(
+            "{{spinner}} {what} [{{bar:30}}] {{pos}}/{{len}} {{per_sec}} ETA {{eta}} {{msg}}"
+        ))
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    pb.enable_steady_tick(Duration::from_millis(200));
+    pb
+}
+
+pub(super) fn ingest_cmd(args: IngestArgs, paths: &Paths, json_out: bool) -> Result<ExitCode> {
+    let embedder = load_embedder(paths, args.embedding_model.as_deref())?;
+    let rt = runtime()?;
+    rt.block_on(async {
+        let catalog = Catalog::open(&paths.catalog_db()).await?;
+        let mut index = SearchIndex::open(&paths.index_dir())?;
+        let mut opts = IngestOptions::default();
+        opts.limits.max_file_bytes = args.max_file_mb * 1024 * 1024;
+        opts.chunking = ChunkParams { max_tokens: args.chunk_tokens, overlap_tokens: args.overlap_tokens };
+        let pb = if json_out { ProgressBar::hidden() } else { bar(0, "ingest") };
+        let pages = std::sync::atomic::AtomicUsize::new(0);
+        let started = std::time::Instant::now();
+        let progress = |p: Progress| match p {
+            Progress::Found(n) => pb.set_length(n as u64),
+            Progress::File { path, outcome, pages: n } => {
+                let total = pages.fetch_add(n, std::sync::atomic::Ordering::Relaxed) + n;
+                let rate = total as f64 / started.elapsed().as_secs_f64().max(1e-3);
+                pb.set_message(format!("{rate:.1} pages/s  {outcome}: {}", path.file_name().unwrap_or_default().to_string_lossy()));
+                pb.inc(1);
+            }
+        };
+        let summary = ingest(&args.paths, &args.collection, &opts, &catalog, &mut index, &embedder, &progress).await?;
+        pb.finish_and_clear();
+        if json_out {
+            print_json(&json!({
+                "added": summary.added, "updated": summary.updated, "unchanged": summary.unchanged,
+                "removed": summary.removed, "failed": summary.failed, "problem_pages": summary.problem_pages,
+                "pages": summary.pages, "chunks": summary.chunks, "seconds": summary.seconds,
+            }));
+        } else {
+            println!(
+                "collection '{}': {} added, {} updated, {} unchanged, {} removed, {} failed — {} pages, {} chunks in {:.1} s",
+                args.collection, summary.added, summary.updated, summary.unchanged, summary.removed,
+                summary.failed.len(), summary.pages, summary.chunks, summary.seconds
+            );
+            for f in &summary.failed {
+                println!("  FAILED  {}: {}", f.path, f.reason);
+            }
+            for p in &summary.problem_pages {
+                println!("  page {} of {} not indexed ({}): {}", p.page, p.path, p.quality, p.reason);
+            }
+        }
+        let nothing_done = summary.added + summary.updated + summary.unchanged + summary.removed == 0 && !summary.failed.is_empty();
+        Ok(if nothing_done { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    })
+}
+
+pub(super) fn search_cmd(args: SearchArgs, paths: &Paths, json_out: bool) -> Result<ExitCode> {
+    let rt = runtime()?;
+    let query = crate::ingest::normalize(&args.query);
+    rt.block_on(async {
+        let catalog = Catalog::open(&paths.catalog_db()).await?;
+        let collections = if args.collection.is_empty() {
+            catalog.summaries().await?.into_iter().map(|s| s.collection).collect()
+        } else {
+            catalog.collections_named(&args.collection).await?
+        };
+        if collections.is_empty() {
+            bail!("nothing is indexed yet: run `kura ingest PATH --collection NAME` first");
+        }
+        let mut index = SearchIndex::open(&paths.index_dir())?;
+        index.sync(&catalog).await?;
+        let qv = if args.mode == SearchMode::Bm25 {
+            None
+        } else {
+            let embedder = load_embedder(paths, args.embedding_model.as_deref())?;
+            Some(embedder.embed_queries(&[query.as_str()])?.remove(0))
+        };
+        let fusion = FusionParams { k: args.rrf_k, bm25_weight: args.bm25_weight, vector_weight: args.vector_weight, ..Default::default() };
+        let ids: Vec<i64> = collections.iter().map(|c| c.id).collect();
+        let hits = index.search(args.mode, &query, qv.as_deref(), &ids, args.top_k, &fusion)?;
+        let chunks = catalog.chunks(&hits.iter().map(|h| h.0).collect::<Vec<_>>()).await?;
+        let rows: Vec<_> = hits
+            .iter()
+            .filter_map(|(id, score)| chunks.iter().find(|c| c.id == *id).map(|c| (c, *score)))
+            .collect();
+        if json_out {
+            print_json(&json!(rows.iter().map(|(c, s)| json!({
+                "doc": c.path, "page": c.page, "chunk_id": c.id, "score": s, "text": c.text,
+                "char_start": c.char_start, "char_end": c.char_end,
+            })).collect::<Vec<_>>()));
+        } else if rows.is_empty() {
+            println!("no results / 該当なし");
+        } else {
+            for (i, (c, s)) in rows.iter().enumerate() {
+                let snippet: String = c.text.chars().take(120).collect::<String>().replace('\n', " ");
+                println!("{}. {} p.{}  (score {:.4}, chunk {})\n   {}", i + 1, c.path, c.page, s, c.id, snippet);
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+pub(super) fn status_cmd(paths: &Paths, json_out: bool) -> Result<ExitCode> {
+    let rt = runtime()?;
+    rt.block_on(async {
+        let catalog = Catalog::open(&paths.catalog_db()).await?;
+        let mut out = Vec::new();
+        for s in catalog.summaries().await? {
+            let mut problems = Vec::new();
+            let mut failed = Vec::new();
+            for d in catalog.documents(s.collection.id).await? {
+                if let Some(e) = &d.error {
+                    failed.push(json!({"path": d.path, "reason": e, "status": d.status}));
+                }
+                for p in catalog.problem_pages(d.id).await? {
+                    problems.push(json!({"path": d.path, "page": p.number, "quality": p.quality, "reason": p.reason}));
+                }
+            }
+            out.push(json!({
+                "collection": s.collection.name, "documents": s.documents, "failed_documents": s.failed,
+                "chunks": s.chunks, "failed": failed, "problem_pages": problems,
+            }));
+        }
+        if json_out {
+            print_json(&json!(out));
+        } else if out.is_empty() {
+            println!("no collections yet: run `kura ingest PATH --collection NAME`");
+        } else {
+            for c in &out {
+                println!("{}: {} documents, {} chunks, {} failed", c["collection"].as_str().unwrap_or(""), c["documents"], c["chunks"], c["failed_documents"]);
+                for f in c["failed"].as_array().into_iter().flatten() {
+                    println!("  FAILED {}: {}", f["path"].as_str().unwrap_or(""), f["reason"].as_str().unwrap_or(""));
+                }
+                for p in c["problem_pages"].as_array().into_iter().flatten() {
+                    println!("  page {} of {} ({}): {}", p["page"], p["path"].as_str().unwrap_or(""), p["quality"].as_str().unwrap_or(""), p["reason"].as_str().unwrap_or(""));
+                }
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+pub(super) fn check_cmd(paths: &Paths, json_out: bool, repair: bool) -> Result<ExitCode> {
+    let rt = runtime()?;
+    rt.block_on(async {
+        let catalog = Catalog::open(&paths.catalog_db()).await?;
+        let mut index = SearchIndex::open(&paths.index_dir())?;
+        let mut report = index.check(&catalog).await?;
+        let mut repaired = false;
+        if !report.consistent && repair {
+            index.sync(&catalog).await?;
+            report = index.check(&catalog).await?;
+            repaired = true;
+        }
+        if json_out {
+            print_json(&json!({"report": report, "repaired": repaired}));
+        } else {
+            println!(
+                "catalog {} chunks, BM25 {}, vectors {}: {}",
+                report.catalog_chunks, report.bm25_chunks, report.vector_chunks,
+                if report.consistent { "consistent" } else { "NOT consistent (run `kura check --repair`, or any ingest/search, to catch up)" }
+            );
+        }
+        Ok(if report.consistent { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    })
+}
+
+/// One line of `assets/questions.jsonl`.
+#[derive(serde::Deserialize)]
+struct QuestionLine {
+    question: String,
+    doc: Option<String>,
+    page: Option<i64>,
+    #[serde(default = "yes")]
+    answerable: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+pub(super) fn eval_retrieval_cmd(args: EvalRetrievalArgs, paths: &Paths, json_out: bool) -> Result<ExitCode> {
+    let embedder = load_embedder(paths, None)?;
+    let tmp = tempfile_dir(args.work_dir.clone())?;
+    let work = Paths { data_dir: tmp.clone(), models_dir: paths.models_dir.clone() };
+    let chunking = ChunkParams { max_tokens: args.chunk_tokens, overlap_tokens: 32 };
+    let fusion = FusionParams { k: args.rrf_k, bm25_weight: args.bm25_weight, vector_weight: args.vector_weight, ..Default::default() };
+    let rt = runtime()?;
+    let scores = rt.block_on(async {
+        let catalog = Catalog::open(&work.catalog_db()).await?;
+        let mut index = SearchIndex::open(&work.index_dir())?;
+        let (queries, coll_id, key_by) = if let Some(corpus) = &args.corpus {
+            let text = std::fs::read_to_string(&args.dataset).with_context(|| format!("reading {}", args.dataset.display()))?;
+            let mut queries = Vec::new();
+            for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+                let q: QuestionLine = serde_json::from_str(line).with_context(|| format!("{} line {}", args.dataset.display(), i + 1))?;
+                if let (true, Some(doc), Some(page)) = (q.answerable, q.doc, q.page) {
+                    queries.push(Query { question: crate::ingest::normalize(&q.question), relevant: format!("{doc}#{page}") });
+                }
+            }
+            let pb = if json_out { ProgressBar::hidden() } else { bar(0, "index corpus") };
+            let progress = |p: Progress| if let Progress::Found(n) = p { pb.set_length(n as u64) } else { pb.inc(1) };
+            let opts = IngestOptions { chunking, ..Default::default() };
+            ingest(std::slice::from_ref(corpus), "eval", &opts, &catalog, &mut index, &embedder, &progress).await?;
+            pb.finish_and_clear();
+            let id = catalog.collection("eval").await?.id;
+            (queries, id, KeyBy::Page)
+        } else {
+            let (docs, queries) = retrieval::load_squad(&args.dataset, args.max_questions)?;
+            let pb = if json_out { ProgressBar::hidden() } else { bar(docs.len() as u64, "index passages") };
+            let id = retrieval::index_corpus(&docs, "eval", &catalog, &mut index, &embedder, &chunking, &|n| pb.set_position(n as u64)).await?;
+            pb.finish_and_clear();
+            (queries, id, KeyBy::Document)
+        };
+        let pb = if json_out { ProgressBar::hidden() } else { bar(queries.len() as u64, "questions") };
+        let s = retrieval::evaluate(&queries, coll_id, key_by, &catalog, &index, &embedder, &fusion, &|n| pb.set_position(n as u64)).await?;
+        pb.finish_and_clear();
+        anyhow::Ok(s)
+    })?;
+    if args.work_dir.is_none() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    if json_out {
+        print_json(&json!({"dataset": args.dataset, "scores": scores}));
+    } else {
+        println!("{}", args.dataset.display());
+        println!("| retriever | questions | R@1 | R@5 | R@10 | MRR@10 | nDCG@10 | p50 ms |");
+        println!("|---|---|---|---|---|---|---|---|");
+        for s in &scores {
+            println!(
+                "| {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.1} |",
+                s.mode, s.questions, s.recall_at_1, s.recall_at_5, s.recall_at_10, s.mrr_at_10, s.ndcg_at_10, s.p50_ms
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn tempfile_dir(chosen: Option<PathBuf>) -> Result<PathBuf> {
+    let dir = chosen.unwrap_or_else(|| std::env::temp_dir().join(format!("kura-eval-{}", std::process::id())));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}

@@ -1,0 +1,239 @@
+//! Retrieval evaluation: Recall@k, MRR@10 and nDCG@10 for BM25, vectors and hybrid.
+//!
+//! Two kinds of data set:
+//! - SQuAD-format JSON (JSQuAD v1.3 from JGLUE): every paragraph becomes a
+//!   document of the corpus, and a question's one relevant document is its own
+//!   paragraph;
+//! - Kura's question list (`assets/questions.jsonl`): the corpus is a folder of
+//!   documents, and a question's relevant chunks are those of its document and
+//!   page.
+//!
+//! Ranking is at document level for SQuAD (a long paragraph may span chunks) and
+//! at (document, page) level for the question list; relevance is binary, so
+//! nDCG@10 is 1/log2(1 + rank) of the first relevant hit.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::{Catalog, NewChunk, NewDocument, PageRecord};
+use crate::embed::Embedder;
+use crate::index::{FusionParams, SearchIndex, SearchMode};
+use crate::ingest::chunk::{chunk_page, ChunkParams};
+
+use super::EvalError;
+
+/// Scores of one retriever.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RetrievalScores {
+    /// The retriever.
+    pub mode: String,
+    /// Questions scored.
+    pub questions: usize,
+    /// Share of questions whose relevant item is ranked first.
+    pub recall_at_1: f64,
+    /// … within the top 5.
+    pub recall_at_5: f64,
+    /// … within the top 10.
+    pub recall_at_10: f64,
+    /// Mean reciprocal rank, cut at 10.
+    pub mrr_at_10: f64,
+    /// nDCG at 10 (binary relevance).
+    pub ndcg_at_10: f64,
+    /// Median search latency in milliseconds (query embedding included).
+    pub p50_ms: f64,
+}
+
+/// One question with the key of its relevant item.
+#[derive(Debug, Clone)]
+pub struct Query {
+    /// The question.
+    pub question: String,
+    /// The key (document path, or path#page) that counts as relevant.
+    pub relevant: String,
+}
+
+/// SQuAD-format data set file.
+#[derive(Deserialize)]
+struct Squad {
+    data: Vec<SquadArticle>,
+}
+#[derive(Deserialize)]
+struct SquadArticle {
+    paragraphs: Vec<SquadParagraph>,
+}
+#[derive(Deserialize)]
+struct SquadParagraph {
+    context: String,
+    qas: Vec<SquadQa>,
+}
+#[derive(Deserialize)]
+struct SquadQa {
+    question: String,
+}
+
+/// Loads a SQuAD-format file into (paragraph id, text) and queries.
+pub fn load_squad(path: &Path, max_questions: Option<usize>) -> Result<(Vec<(String, String)>, Vec<Query>), EvalError> {
+    let text = std::fs::read_to_string(path).map_err(|e| EvalError::io(path, e))?;
+    let squad: Squad = serde_json::from_str(&text).map_err(|e| EvalError::Dataset {
+        path: path.to_owned(),
+        message: format!("not SQuAD-format JSON: {e}"),
+    })?;
+    let mut docs = Vec::new();
+    let mut queries = Vec::new();
+    for article in squad.data {
+        for p in article.paragraphs {
+            let id = format!("p{:05}", docs.len());
+            for qa in p.qas {
+                queries.push(Query { question: qa.question, relevant: id.clone() });
+            }
+            docs.push((id, p.context));
+        }
+    }
+    if let Some(n) = max_questions {
+        queries = spread(queries, n);
+    }
+    Ok((docs, queries))
+}
+
+/// Keeps `n` items spread evenly over the list (a deterministic sample).
+fn spread<T>(items: Vec<T>, n: usize) -> Vec<T> {
+    if items.len() <= n || n == 0 {
+        return items;
+    }
+    let step = items.len() as f64 / n as f64;
+    let keep: std::collections::HashSet<usize> = (0..n).map(|i| (i as f64 * step) as usize).collect();
+    items.into_iter().enumerate().filter(|(i, _)| keep.contains(i)).map(|(_, x)| x).collect()
+}
+
+/// Indexes (id, text) documents into a collection of a fresh catalog, one page each.
+pub async fn index_corpus(
+    docs: &[(String, String)],
+    collection: &str,
+    catalog: &Catalog,
+    index: &mut SearchIndex,
+    embedder: &Embedder,
+    chunking: &ChunkParams,
+    progress: &dyn Fn(usize),
+) -> Result<i64, EvalError> {
+    let coll = catalog.collection(collection).await?;
+    for (i, (id, text)) in docs.iter().enumerate() {
+        let count = |s: &str| embedder.count_tokens(s);
+        let pieces = chunk_page(text, chunking, &count);
+        let texts: Vec<&str> = pieces.iter().map(|c| c.text.as_str()).collect();
+        let vectors = embedder.embed_passages(&texts).map_err(|e| EvalError::Embed(e.to_string()))?;
+        let chunks: Vec<NewChunk> = pieces
+            .into_iter()
+            .zip(vectors)
+            .map(|(c, v)| NewChunk {
+                page: 1,
+                char_start: c.char_start as i64,
+                char_end: c.char_end as i64,
+                heading: c.heading,
+                text: c.text,
+                tokens: c.tokens as i64,
+                embedding: v,
+            })
+            .collect();
+        let doc = NewDocument {
+            path: id.clone(),
+            content_hash: format!("{:x}", i),
+            size: text.len() as i64,
+            mtime: 0,
+            extractor: "eval".into(),
+            pages: vec![PageRecord { number: 1, quality: "ok".into(), reason: None, chars: text.chars().count() as i64 }],
+        };
+        catalog.replace_document(coll.id, &doc, &chunks).await?;
+        progress(i + 1);
+    }
+    index.sync(catalog).await?;
+    Ok(coll.id)
+}
+
+/// How a ranked chunk list maps to the keys relevance is judged on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyBy {
+    /// The document path.
+    Document,
+    /// `path#page`.
+    Page,
+}
+
+/// Scores every retriever on the queries.
+#[allow(clippy::too_many_arguments)]
+pub async fn evaluate(
+    queries: &[Query],
+    collection_id: i64,
+    key_by: KeyBy,
+    catalog: &Catalog,
+    index: &SearchIndex,
+    embedder: &Embedder,
+    fusion: &FusionParams,
+    progress: &dyn Fn(usize),
+) -> Result<Vec<RetrievalScores>, EvalError> {
+    let modes = [SearchMode::Bm25, SearchMode::Vector, SearchMode::Hybrid];
+    let mut ranks: HashMap<SearchMode, Vec<Option<usize>>> = HashMap::new();
+    let mut times: HashMap<SearchMode, Vec<f64>> = HashMap::new();
+    for (qi, q) in queries.iter().enumerate() {
+        let t0 = std::time::Instant::now();
+        let qv = embedder.embed_queries(&[q.question.as_str()]).map_err(|e| EvalError::Embed(e.to_string()))?;
+        let embed_ms = t0.elapsed().as_secs_f64() * 1000.0;
+        for mode in modes {
+            let t = std::time::Instant::now();
+            let hits = index.search(mode, &q.question, Some(&qv[0]), &[collection_id], 40, fusion)?;
+            let mut ms = t.elapsed().as_secs_f64() * 1000.0;
+            if mode != SearchMode::Bm25 {
+                ms += embed_ms;
+            }
+            let ids: Vec<i64> = hits.iter().map(|h| h.0).collect();
+            let chunks = catalog.chunks(&ids).await?;
+            let mut keys: Vec<String> = Vec::new();
+            for c in chunks {
+                let key = match key_by {
+                    KeyBy::Document => c.path,
+                    KeyBy::Page => format!("{}#{}", c.path, c.page),
+                };
+                if !keys.contains(&key) {
+                    keys.push(key);
+                }
+            }
+            let rank = keys.iter().take(10).position(|k| k == &q.relevant || k.ends_with(&q.relevant));
+            ranks.entry(mode).or_default().push(rank);
+            times.entry(mode).or_default().push(ms);
+        }
+        progress(qi + 1);
+    }
+    Ok(modes
+        .iter()
+        .map(|m| {
+            let r = &ranks[m];
+            let n = r.len().max(1) as f64;
+            let within = |k: usize| r.iter().filter(|x| x.is_some_and(|x| x < k)).count() as f64 / n;
+            let mut t = times[m].clone();
+            t.sort_by(|a, b| a.total_cmp(b));
+            RetrievalScores {
+                mode: format!("{m:?}").to_lowercase(),
+                questions: r.len(),
+                recall_at_1: within(1),
+                recall_at_5: within(5),
+                recall_at_10: within(10),
+                mrr_at_10: r.iter().map(|x| x.map(|x| 1.0 / (x + 1) as f64).unwrap_or(0.0)).sum::<f64>() / n,
+                ndcg_at_10: r.iter().map(|x| x.map(|x| 1.0 / ((x + 2) as f64).log2()).unwrap_or(0.0)).sum::<f64>() / n,
+                p50_ms: t.get(t.len() / 2).copied().unwrap_or(0.0),
+            }
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spread_is_deterministic_and_even() {
+        let v: Vec<usize> = (0..100).collect();
+        let s = spread(v, 10);
+        assert_eq!(s, vec![0, 10, 20, 30, 40, 50, 60, 70, 80, 90]);
+    }
+}

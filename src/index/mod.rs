@@ -1,0 +1,320 @@
+//! The search indexes: BM25 ([`bm25`]) and vectors ([`vector`]), fused by
+//! reciprocal rank fusion.
+//!
+//! Both indexes are derived from the catalog. Each remembers the index-log
+//! sequence number it last committed; [`SearchIndex::sync`] replays the catalog's
+//! log from there (adds whose chunk still exists, then removals), so after a crash
+//! at any moment the next open brings both back in step with SQLite. `kura check`
+//! compares the three and reports any difference.
+//!
+//! Every search takes the collections the caller may read, and both indexes apply
+//! that filter inside the search, before ranking.
+
+pub mod bm25;
+pub mod vector;
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::{Catalog, CatalogError};
+use bm25::Bm25Index;
+use vector::VectorIndex;
+
+/// What can go wrong in the indexes.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    /// The BM25 index failed.
+    #[error("BM25 index: {0}")]
+    Bm25(String),
+    /// The vector index failed.
+    #[error("vector index: {0}")]
+    Vector(String),
+    /// The Japanese tokenizer could not be set up.
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    /// A file operation failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The catalog failed.
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+}
+
+impl From<tantivy::TantivyError> for IndexError {
+    fn from(e: tantivy::TantivyError) -> Self {
+        IndexError::Bm25(e.to_string())
+    }
+}
+
+impl IndexError {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+        IndexError::Io {
+            path: path.to_owned(),
+            source,
+        }
+    }
+}
+
+/// Which retrievers a search uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum SearchMode {
+    /// BM25 and vectors, fused by RRF.
+    #[default]
+    Hybrid,
+    /// Keywords only.
+    Bm25,
+    /// Embeddings only.
+    Vector,
+}
+
+/// Reciprocal rank fusion settings: score = Σ wᵢ / (k + rankᵢ).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct FusionParams {
+    /// The RRF constant k (60 in the original paper; smaller favours top ranks).
+    pub k: f32,
+    /// Weight of the BM25 list.
+    pub bm25_weight: f32,
+    /// Weight of the vector list.
+    pub vector_weight: f32,
+    /// How many candidates each retriever contributes.
+    pub candidates: usize,
+}
+
+impl Default for FusionParams {
+    fn default() -> Self {
+        FusionParams {
+            k: 60.0,
+            bm25_weight: 1.0,
+            vector_weight: 1.0,
+            candidates: 50,
+        }
+    }
+}
+
+/// Fuses ranked lists of chunk ids by weighted reciprocal rank.
+pub fn rrf(lists: &[(&[(i64, f32)], f32)], k: f32) -> Vec<(i64, f32)> {
+    let mut scores: HashMap<i64, f32> = HashMap::new();
+    for (list, weight) in lists {
+        for (rank, (id, _)) in list.iter().enumerate() {
+            *scores.entry(*id).or_default() += weight / (k + rank as f32 + 1.0);
+        }
+    }
+    let mut out: Vec<_> = scores.into_iter().collect();
+    out.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    out
+}
+
+/// Both indexes, kept in step with the catalog.
+pub struct SearchIndex {
+    /// Keyword index.
+    pub bm25: Bm25Index,
+    /// Embedding index.
+    pub vectors: VectorIndex,
+}
+
+/// The result of a consistency check.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckReport {
+    /// Chunks in the catalog.
+    pub catalog_chunks: usize,
+    /// Chunks in the BM25 index.
+    pub bm25_chunks: usize,
+    /// Live chunks in the vector index.
+    pub vector_chunks: usize,
+    /// Chunk ids in the catalog but missing from BM25 (first few).
+    pub missing_in_bm25: Vec<i64>,
+    /// Chunk ids in BM25 but not in the catalog (first few).
+    pub extra_in_bm25: Vec<i64>,
+    /// Chunk ids in the catalog but missing from the vectors (first few).
+    pub missing_in_vectors: Vec<i64>,
+    /// Chunk ids in the vectors but not in the catalog (first few).
+    pub extra_in_vectors: Vec<i64>,
+    /// Whether all three agree.
+    pub consistent: bool,
+}
+
+fn diff(a: &[i64], b: &HashSet<i64>) -> Vec<i64> {
+    a.iter()
+        .filter(|x| !b.contains(x))
+        .take(20)
+        .copied()
+        .collect()
+}
+
+impl SearchIndex {
+    /// Opens both indexes under `dir` (without syncing).
+    pub fn open(dir: &Path) -> Result<Self, IndexError> {
+        Ok(SearchIndex {
+            bm25: Bm25Index::open(&dir.join("bm25"))?,
+            vectors: VectorIndex::open(&dir.join("vectors"))?,
+        })
+    }
+
+    /// Replays the catalog's index log into both indexes and commits them.
+    /// Returns the number of log entries applied.
+    pub async fn sync(&mut self, catalog: &Catalog) -> Result<usize, IndexError> {
+        let last = catalog.last_seq().await?;
+        let from = self.bm25.committed_seq()?.min(self.vectors.committed_seq());
+        if from >= last {
+            return Ok(0);
+        }
+        let log = catalog.log_since(from).await?;
+        let bm25_from = self.bm25.committed_seq()?;
+        let vec_from = self.vectors.committed_seq();
+        // Net effect per chunk: removed if any removal is in the window, added if
+        // it still exists in the catalog (ids are never reused).
+        let mut removed = HashSet::new();
+        let mut added = Vec::new();
+        for e in &log {
+            if e.add {
+                added.push((e.seq, e.chunk_id));
+            } else {
+                removed.insert((e.seq, e.chunk_id));
+            }
+        }
+        for (seq, id) in &removed {
+            if *seq > bm25_from {
+                self.bm25.remove(*id)?;
+            }
+            if *seq > vec_from {
+                self.vectors.remove(*id);
+            }
+        }
+        let removed_ids: HashSet<i64> = removed.iter().map(|(_, id)| *id).collect();
+        let candidates: Vec<i64> = added
+            .iter()
+            .filter(|(_, id)| !removed_ids.contains(id))
+            .map(|(_, id)| *id)
+            .collect();
+        for batch in candidates.chunks(2000) {
+            let chunks = catalog.chunks(batch).await?;
+            let seq_of: HashMap<i64, i64> = added.iter().map(|(s, id)| (*id, *s)).collect();
+            for c in &chunks {
+                if seq_of[&c.id] > bm25_from {
+                    let text = match &c.heading {
+                        Some(h) if !c.text.starts_with(h.as_str()) => format!("{h}\n{}", c.text),
+                        _ => c.text.clone(),
+                    };
+                    self.bm25.add(c.id, c.collection_id, &text)?;
+                }
+            }
+            let vec_ids: Vec<i64> = batch
+                .iter()
+                .filter(|id| seq_of[id] > vec_from)
+                .copied()
+                .collect();
+            let embeddings = catalog.embeddings(&vec_ids).await?;
+            let embeddings: Vec<_> = embeddings
+                .into_iter()
+                .filter(|(_, _, v)| !v.is_empty())
+                .collect();
+            self.vectors.add_many(&embeddings)?;
+        }
+        self.bm25.commit(last)?;
+        if self.vectors.needs_compaction() {
+            self.rebuild_vectors(catalog).await?;
+        }
+        self.vectors.commit(last)?;
+        Ok(log.len())
+    }
+
+    /// Rebuilds the vector graph from the live embeddings in the catalog.
+    pub async fn rebuild_vectors(&mut self, catalog: &Catalog) -> Result<(), IndexError> {
+        self.vectors.clear();
+        let ids = catalog.all_chunk_ids().await?;
+        for batch in ids.chunks(5000) {
+            let e = catalog.embeddings(batch).await?;
+            let e: Vec<_> = e.into_iter().filter(|(_, _, v)| !v.is_empty()).collect();
+            self.vectors.add_many(&e)?;
+        }
+        Ok(())
+    }
+
+    /// Compares the catalog with both indexes.
+    pub async fn check(&self, catalog: &Catalog) -> Result<CheckReport, IndexError> {
+        let catalog_ids = catalog.all_chunk_ids().await?;
+        let bm25_ids = self.bm25.chunk_ids()?;
+        let vec_ids = self.vectors.chunk_ids();
+        let cat: HashSet<i64> = catalog_ids.iter().copied().collect();
+        let b: HashSet<i64> = bm25_ids.iter().copied().collect();
+        let v: HashSet<i64> = vec_ids.iter().copied().collect();
+        let report = CheckReport {
+            catalog_chunks: catalog_ids.len(),
+            bm25_chunks: bm25_ids.len(),
+            vector_chunks: vec_ids.len(),
+            missing_in_bm25: diff(&catalog_ids, &b),
+            extra_in_bm25: diff(&bm25_ids, &cat),
+            missing_in_vectors: diff(&catalog_ids, &v),
+            extra_in_vectors: diff(&vec_ids, &cat),
+            consistent: false,
+        };
+        let consistent = report.missing_in_bm25.is_empty()
+            && report.extra_in_bm25.is_empty()
+            && report.missing_in_vectors.is_empty()
+            && report.extra_in_vectors.is_empty()
+            && bm25_ids.len() == catalog_ids.len()
+            && vec_ids.len() == catalog_ids.len();
+        Ok(CheckReport {
+            consistent,
+            ..report
+        })
+    }
+
+    /// Ranked chunk ids for a query: BM25, vectors or both fused.
+    /// `query_vector` is required for the vector and hybrid modes.
+    pub fn search(
+        &self,
+        mode: SearchMode,
+        query: &str,
+        query_vector: Option<&[f32]>,
+        collections: &[i64],
+        top_k: usize,
+        fusion: &FusionParams,
+    ) -> Result<Vec<(i64, f32)>, IndexError> {
+        let n = fusion.candidates.max(top_k);
+        let keyword = || self.bm25.search(query, collections, n);
+        let dense = || {
+            query_vector
+                .map(|q| self.vectors.search(q, collections, n, n.max(64)))
+                .unwrap_or_default()
+        };
+        let mut out = match mode {
+            SearchMode::Bm25 => keyword()?,
+            SearchMode::Vector => dense(),
+            SearchMode::Hybrid => {
+                let (b, v) = (keyword()?, dense());
+                rrf(
+                    &[(&b, fusion.bm25_weight), (&v, fusion.vector_weight)],
+                    fusion.k,
+                )
+            }
+        };
+        out.truncate(top_k);
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rrf_rewards_agreement() {
+        let a = [(1, 9.0), (2, 8.0), (3, 7.0)];
+        let b = [(3, 0.9), (1, 0.8), (4, 0.7)];
+        let fused = rrf(&[(&a, 1.0), (&b, 1.0)], 60.0);
+        let ids: Vec<i64> = fused.iter().map(|x| x.0).collect();
+        assert_eq!(ids[0], 1, "first in one list and second in the other wins");
+        assert_eq!(ids[1], 3);
+        assert_eq!(ids.len(), 4);
+    }
+}
