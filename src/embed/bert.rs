@@ -1,0 +1,478 @@
+//! The BERT / XLM-RoBERTa encoder on candle, shared by both embedding models.
+//!
+//! multilingual-e5-small (XLM-R vocabulary, 12 layers) and all-MiniLM-L6-v2 (BERT
+//! vocabulary, 6 layers) are the same post-LayerNorm transformer encoder: word +
+//! position + token-type embeddings and a LayerNorm, then layers of self-attention and
+//! an erf-GELU feed-forward block, each followed by residual + LayerNorm. Only the
+//! weights' storage differs, so one encoder serves both:
+//!
+//! * e5's linear weights stay ggml Q4_0 and run as [`QMatMul`] (candle's int8 × int4 dot
+//!   products, the same arithmetic as the reference engine). Its 250k-row word-embedding
+//!   table also stays Q4_0; only the rows a batch uses are dequantized.
+//! * MiniLM's f32 safetensors run as plain matmuls.
+//!
+//! Q, K and V are fused into one matmul, and a whole padded batch goes through every
+//! matmul at once: the hot path is a handful of large tensor ops per layer, with no
+//! per-token loops. Padding is masked out of attention and of the mean pooling.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::quantized::{ggml_file::qtensor_from_ggml, GgmlDType, QMatMul};
+use candle_core::{DType, Device, Module, Tensor, D};
+use candle_nn::LayerNorm;
+
+use super::e5s1::{E5s1File, Q4_0_BLOCK, Q4_0_BLOCK_BYTES};
+use super::error::{EmbedError, Result};
+
+/// Sizes of an encoder.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct EncoderConfig {
+    pub hidden: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub intermediate: usize,
+    pub max_positions: usize,
+    pub layer_norm_eps: f64,
+}
+
+/// The word-embedding table.
+enum WordEmbeddings {
+    /// Q4_0 rows of `hidden` values each, dequantized on lookup.
+    Q4_0 { blocks: Vec<u8>, rows: usize },
+    /// An f32 `[rows, hidden]` tensor.
+    Dense { table: Tensor, rows: usize },
+}
+
+/// `y = x Wᵀ + b` with `W` quantized or dense.
+struct Linear {
+    weight: QMatMul,
+    bias: Tensor,
+}
+
+impl Linear {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        self.weight.forward(x)?.broadcast_add(&self.bias)
+    }
+}
+
+struct EncoderLayer {
+    /// Q, K and V projections fused: `[3·hidden, hidden]`.
+    qkv: Linear,
+    attn_out: Linear,
+    attn_norm: LayerNorm,
+    ffn_in: Linear,
+    ffn_out: Linear,
+    ffn_norm: LayerNorm,
+}
+
+/// A loaded encoder that turns token-id sequences into mean-pooled, L2-normalized
+/// sentence embeddings.
+pub(crate) struct BertEncoder {
+    cfg: EncoderConfig,
+    word: WordEmbeddings,
+    /// `[max_positions, hidden]`.
+    position: Tensor,
+    /// Row 0 of the token-type table, `[hidden]` (every token is type 0).
+    token_type: Tensor,
+    embed_norm: LayerNorm,
+    layers: Vec<EncoderLayer>,
+    device: Device,
+}
+
+impl BertEncoder {
+    /// Builds the encoder from an E5S1 container.
+    pub fn from_e5s1(file: &E5s1File, device: &Device) -> Result<Self> {
+        let h = &file.header;
+        let (hid, ff) = (h.hidden, h.intermediate);
+        let cfg = EncoderConfig {
+            hidden: hid,
+            layers: h.layers,
+            heads: h.heads,
+            intermediate: ff,
+            max_positions: h.max_positions,
+            layer_norm_eps: h.layer_norm_eps as f64,
+        };
+        let path = file.path();
+        let vector = |name: &str, len: usize| -> Result<Tensor> {
+            Ok(Tensor::from_vec(file.f32_tensor(name, len)?, len, device)?)
+        };
+        let norm = |prefix: &str| -> Result<LayerNorm> {
+            Ok(LayerNorm::new(
+                vector(&format!("{prefix}.w"), hid)?,
+                vector(&format!("{prefix}.b"), hid)?,
+                cfg.layer_norm_eps,
+            ))
+        };
+        let linear = |names: &[&str], rows: usize, cols: usize| -> Result<Linear> {
+            let mut blocks = Vec::new();
+            let mut biases = Vec::new();
+            for name in names {
+                blocks.extend_from_slice(file.q4_0_tensor(&format!("{name}.w"), rows, cols)?);
+                biases.extend(file.f32_tensor(&format!("{name}.b"), rows)?);
+            }
+            let all_rows = rows * names.len();
+            Ok(Linear {
+                weight: q4_0_matmul(path, &blocks, all_rows, cols, device)?,
+                bias: Tensor::from_vec(biases, all_rows, device)?,
+            })
+        };
+
+        let word = WordEmbeddings::Q4_0 {
+            blocks: file.q4_0_tensor("emb.word", h.vocab_rows, hid)?.to_vec(),
+            rows: h.vocab_rows,
+        };
+        let position = Tensor::from_vec(
+            file.f32_tensor("emb.pos", h.max_positions * hid)?,
+            (h.max_positions, hid),
+            device,
+        )?;
+        let token_type = Tensor::from_vec(
+            file.f32_tensor("emb.type", h.type_vocab * hid)?,
+            (h.type_vocab, hid),
+            device,
+        )?
+        .get(0)?;
+        let embed_norm = norm("emb.ln")?;
+        let layers = (0..h.layers)
+            .map(|l| {
+                Ok(EncoderLayer {
+                    qkv: linear(
+                        &[&format!("l{l}.q"), &format!("l{l}.k"), &format!("l{l}.v")],
+                        hid,
+                        hid,
+                    )?,
+                    attn_out: linear(&[&format!("l{l}.ao")], hid, hid)?,
+                    attn_norm: norm(&format!("l{l}.aln"))?,
+                    ffn_in: linear(&[&format!("l{l}.fi")], ff, hid)?,
+                    ffn_out: linear(&[&format!("l{l}.fo")], hid, ff)?,
+                    ffn_norm: norm(&format!("l{l}.oln"))?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            cfg,
+            word,
+            position,
+            token_type,
+            embed_norm,
+            layers,
+            device: device.clone(),
+        })
+    }
+
+    /// Builds the encoder from the tensors of a Hugging Face `BertModel` safetensors
+    /// file (names with or without a `bert.` prefix).
+    pub fn from_safetensors(
+        path: &Path,
+        tensors: HashMap<String, Tensor>,
+        cfg: EncoderConfig,
+        device: &Device,
+    ) -> Result<Self> {
+        let hid = cfg.hidden;
+        let mut st = NamedTensors {
+            path,
+            device,
+            tensors: tensors
+                .into_iter()
+                .map(|(k, v)| (k.strip_prefix("bert.").map(str::to_owned).unwrap_or(k), v))
+                .collect(),
+        };
+        // The vocabulary and token-type counts are whatever the tables have.
+        let rows = st.rows("embeddings.word_embeddings.weight");
+        let word_table = st.take("embeddings.word_embeddings.weight", &[rows, hid])?;
+        let position = st.take(
+            "embeddings.position_embeddings.weight",
+            &[cfg.max_positions, hid],
+        )?;
+        let types = st.rows("embeddings.token_type_embeddings.weight").max(1);
+        let token_type = st
+            .take("embeddings.token_type_embeddings.weight", &[types, hid])?
+            .get(0)?;
+        let embed_norm = st.norm("embeddings.LayerNorm", hid, cfg.layer_norm_eps)?;
+        let mut layers = Vec::with_capacity(cfg.layers);
+        for l in 0..cfg.layers {
+            let p = format!("encoder.layer.{l}");
+            let qkv = st.linear(
+                &[
+                    format!("{p}.attention.self.query"),
+                    format!("{p}.attention.self.key"),
+                    format!("{p}.attention.self.value"),
+                ],
+                hid,
+                hid,
+            )?;
+            layers.push(EncoderLayer {
+                qkv,
+                attn_out: st.linear(&[format!("{p}.attention.output.dense")], hid, hid)?,
+                attn_norm: st.norm(
+                    &format!("{p}.attention.output.LayerNorm"),
+                    hid,
+                    cfg.layer_norm_eps,
+                )?,
+                ffn_in: st.linear(&[format!("{p}.intermediate.dense")], cfg.intermediate, hid)?,
+                ffn_out: st.linear(&[format!("{p}.output.dense")], hid, cfg.intermediate)?,
+                ffn_norm: st.norm(&format!("{p}.output.LayerNorm"), hid, cfg.layer_norm_eps)?,
+            });
+        }
+        Ok(Self {
+            cfg,
+            word: WordEmbeddings::Dense {
+                table: word_table,
+                rows,
+            },
+            position,
+            token_type,
+            embed_norm,
+            layers,
+            device: device.clone(),
+        })
+    }
+
+    pub fn hidden(&self) -> usize {
+        self.cfg.hidden
+    }
+
+    pub fn max_positions(&self) -> usize {
+        self.cfg.max_positions
+    }
+
+    /// Rows of the word-embedding table: every token id must be below this.
+    pub fn vocab_rows(&self) -> usize {
+        match &self.word {
+            WordEmbeddings::Q4_0 { rows, .. } | WordEmbeddings::Dense { rows, .. } => *rows,
+        }
+    }
+
+    /// Word embeddings of `ids` as a `[ids.len(), hidden]` tensor.
+    fn lookup(&self, ids: &[u32]) -> candle_core::Result<Tensor> {
+        let h = self.cfg.hidden;
+        match &self.word {
+            WordEmbeddings::Q4_0 { blocks, .. } => {
+                let row_bytes = h / Q4_0_BLOCK * Q4_0_BLOCK_BYTES;
+                let mut out = vec![0f32; ids.len() * h];
+                for (&id, dst) in ids.iter().zip(out.chunks_exact_mut(h)) {
+                    let row = &blocks[id as usize * row_bytes..(id as usize + 1) * row_bytes];
+                    dequantize_q4_0(row, dst);
+                }
+                Tensor::from_vec(out, (ids.len(), h), &self.device)
+            }
+            WordEmbeddings::Dense { table, .. } => {
+                let idx = Tensor::new(ids, &self.device)?;
+                table.index_select(&idx, 0)
+            }
+        }
+    }
+
+    /// Embeds a batch of token-id sequences (each already wrapped in its special tokens
+    /// and at most `max_positions` long): mean pooling over each sequence's tokens, then
+    /// L2 normalization. Shorter sequences are padded with `pad_id` and masked.
+    pub fn embed(&self, batch: &[Vec<u32>], pad_id: u32) -> candle_core::Result<Vec<Vec<f32>>> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (b, l) = (batch.len(), batch.iter().map(Vec::len).max().unwrap_or(0));
+        let (h, nh) = (self.cfg.hidden, self.cfg.heads);
+        let hd = h / nh;
+        if l == 0 || l > self.cfg.max_positions {
+            candle_core::bail!(
+                "sequence length {l} outside 1..={}",
+                self.cfg.max_positions
+            );
+        }
+        let mut ids = Vec::with_capacity(b * l);
+        let mut mask = Vec::with_capacity(b * l);
+        for seq in batch {
+            ids.extend_from_slice(seq);
+            ids.extend(std::iter::repeat_n(pad_id, l - seq.len()));
+            mask.extend(std::iter::repeat_n(1f32, seq.len()));
+            mask.extend(std::iter::repeat_n(0f32, l - seq.len()));
+        }
+        let rows = self.vocab_rows();
+        if let Some(bad) = ids.iter().find(|&&id| id as usize >= rows) {
+            candle_core::bail!("token id {bad} outside the embedding table of {rows} rows");
+        }
+        let attn_bias: Vec<f32> = mask
+            .iter()
+            .map(|&m| if m > 0.0 { 0.0 } else { f32::NEG_INFINITY })
+            .collect();
+        let attn_bias = Tensor::from_vec(attn_bias, (b, 1, 1, l), &self.device)?;
+        let mask = Tensor::from_vec(mask, (b, l), &self.device)?;
+
+        // Embeddings: word + position + token type 0, LayerNorm. Activations stay
+        // [b·l, hidden] so every linear layer is one matmul over the whole batch.
+        let pos = self.position.narrow(0, 0, l)?;
+        let x = self
+            .lookup(&ids)?
+            .reshape((b, l, h))?
+            .broadcast_add(&pos)?
+            .broadcast_add(&self.token_type)?
+            .reshape((b * l, h))?;
+        let mut x = self.embed_norm.forward(&x)?;
+
+        let scale = 1.0 / (hd as f64).sqrt();
+        for layer in &self.layers {
+            let qkv = layer
+                .qkv
+                .forward(&x)?
+                .reshape((b, l, 3, nh, hd))?
+                .permute((2, 0, 3, 1, 4))?; // [3, b, heads, l, hd]
+            let q = (qkv.get(0)? * scale)?.contiguous()?;
+            let k = qkv.get(1)?.contiguous()?;
+            let v = qkv.get(2)?.contiguous()?;
+            let scores = q.matmul(&k.t()?)?.broadcast_add(&attn_bias)?;
+            let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+            let ctx = probs
+                .matmul(&v)? // [b, heads, l, hd]
+                .transpose(1, 2)?
+                .reshape((b * l, h))?;
+            let attn = layer.attn_out.forward(&ctx)?;
+            x = layer.attn_norm.forward(&(x + attn)?)?;
+            let mid = layer.ffn_in.forward(&x)?.gelu_erf()?;
+            let out = layer.ffn_out.forward(&mid)?;
+            x = layer.ffn_norm.forward(&(x + out)?)?;
+        }
+
+        // Mean pooling over real tokens, then L2 normalization.
+        let x = x.reshape((b, l, h))?;
+        let summed = x.broadcast_mul(&mask.unsqueeze(D::Minus1)?)?.sum(1)?;
+        let counts = mask.sum_keepdim(1)?;
+        let mean = summed.broadcast_div(&counts)?;
+        let norm = mean.sqr()?.sum_keepdim(1)?.sqrt()?.maximum(1e-6)?;
+        mean.broadcast_div(&norm)?.to_vec2::<f32>()
+    }
+}
+
+/// Tensors of a safetensors file, taken out by name with their shapes checked.
+struct NamedTensors<'a> {
+    path: &'a Path,
+    device: &'a Device,
+    tensors: HashMap<String, Tensor>,
+}
+
+impl NamedTensors<'_> {
+    /// Length of the first dimension of `name` (0 if absent).
+    fn rows(&self, name: &str) -> usize {
+        self.tensors
+            .get(name)
+            .and_then(|t| t.dims().first().copied())
+            .unwrap_or(0)
+    }
+
+    fn take(&mut self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let t = self
+            .tensors
+            .remove(name)
+            .ok_or_else(|| EmbedError::MissingTensor {
+                path: self.path.to_path_buf(),
+                name: name.to_owned(),
+            })?;
+        if t.dims() != shape {
+            return Err(EmbedError::TensorMismatch {
+                path: self.path.to_path_buf(),
+                name: name.to_owned(),
+                expected: format!("shape {shape:?}"),
+                found: format!("shape {:?}", t.dims()),
+            });
+        }
+        Ok(t.to_dtype(DType::F32)?.to_device(self.device)?)
+    }
+
+    fn norm(&mut self, prefix: &str, hidden: usize, eps: f64) -> Result<LayerNorm> {
+        Ok(LayerNorm::new(
+            self.take(&format!("{prefix}.weight"), &[hidden])?,
+            self.take(&format!("{prefix}.bias"), &[hidden])?,
+            eps,
+        ))
+    }
+
+    /// The dense layers `names` stacked into one (rows of each, in order).
+    fn linear(&mut self, names: &[String], rows: usize, cols: usize) -> Result<Linear> {
+        let mut weights = Vec::with_capacity(names.len());
+        let mut biases = Vec::with_capacity(names.len());
+        for name in names {
+            weights.push(self.take(&format!("{name}.weight"), &[rows, cols])?);
+            biases.push(self.take(&format!("{name}.bias"), &[rows])?);
+        }
+        Ok(Linear {
+            weight: QMatMul::Tensor(Tensor::cat(&weights, 0)?),
+            bias: Tensor::cat(&biases, 0)?,
+        })
+    }
+}
+
+/// A Q4_0 `[rows, cols]` matrix for candle's quantized matmul.
+fn q4_0_matmul(
+    path: &Path,
+    blocks: &[u8],
+    rows: usize,
+    cols: usize,
+    device: &Device,
+) -> Result<QMatMul> {
+    // candle reinterprets the bytes as ggml blocks, whose f16 scale needs 2-byte
+    // alignment; allocator-backed buffers always have it, but never assume.
+    if !(blocks.as_ptr() as usize).is_multiple_of(2) {
+        return Err(EmbedError::corrupt(path, "misaligned Q4_0 buffer"));
+    }
+    let qt = qtensor_from_ggml(GgmlDType::Q4_0, blocks, vec![rows, cols], device)?;
+    Ok(QMatMul::from_qtensor(qt)?)
+}
+
+/// Dequantizes ggml Q4_0 blocks (f16 scale `d`, then 16 bytes: the low nibble of byte
+/// `j` is value `j`, the high nibble value `j + 16`; value = (nibble − 8)·d).
+pub(crate) fn dequantize_q4_0(blocks: &[u8], out: &mut [f32]) {
+    for (block, dst) in blocks
+        .chunks_exact(Q4_0_BLOCK_BYTES)
+        .zip(out.chunks_exact_mut(Q4_0_BLOCK))
+    {
+        let d = f16_to_f32(u16::from_le_bytes([block[0], block[1]]));
+        for (j, &q) in block[2..].iter().enumerate() {
+            dst[j] = ((q & 0x0F) as f32 - 8.0) * d;
+            dst[j + 16] = ((q >> 4) as f32 - 8.0) * d;
+        }
+    }
+}
+
+/// IEEE half → single precision (exact).
+pub(crate) fn f16_to_f32(h: u16) -> f32 {
+    let sign = ((h & 0x8000) as u32) << 16;
+    let exp = ((h >> 10) & 0x1F) as u32;
+    let man = (h & 0x3FF) as u32;
+    let bits = match (exp, man) {
+        (0, 0) => sign,
+        (0, _) => {
+            // Subnormal: value = man · 2^-24.
+            let v = man as f32 * (1.0 / 16_777_216.0);
+            return if sign != 0 { -v } else { v };
+        }
+        (31, _) => sign | 0x7F80_0000 | (man << 13),
+        _ => sign | ((exp + 127 - 15) << 23) | (man << 13),
+    };
+    f32::from_bits(bits)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn f16_conversion_matches_known_values() {
+        assert_eq!(f16_to_f32(0x3C00), 1.0);
+        assert_eq!(f16_to_f32(0xC000), -2.0);
+        assert_eq!(f16_to_f32(0x2C00), 0.0625);
+        assert_eq!(f16_to_f32(0x0001), 5.960_464_5e-8);
+        assert!(f16_to_f32(0x7C00).is_infinite());
+    }
+
+    #[test]
+    fn q4_0_block_layout() {
+        let mut block = vec![0x00, 0x3C]; // d = 1.0
+        block.extend((0..16u8).map(|j| (j & 0x0F) | (15 - j) << 4));
+        let mut out = [0f32; 32];
+        dequantize_q4_0(&block, &mut out);
+        assert_eq!(out[0], -8.0);
+        assert_eq!(out[15], 7.0);
+        assert_eq!(out[16], 7.0);
+        assert_eq!(out[31], -8.0);
+    }
+}
