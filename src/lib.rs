@@ -5,9 +5,11 @@
 //! ingest → catalog → index → rag → llm, and train → adapters → llm; see
 //! `ARCHITECTURE.md` for the map.
 
+pub mod bench;
 pub mod catalog;
 pub mod cli;
 pub mod embed;
+pub mod eval;
 pub mod index;
 pub mod ingest;
 pub mod llm;

@@ -362,3 +362,49 @@ fn tempfile_dir(chosen: Option<PathBuf>) -> Result<PathBuf> {
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
 }
+
+/// `kura bench index`
+#[derive(Debug, Args)]
+pub struct BenchIndexArgs {
+    /// Corpus sizes in chunks (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "10000,100000")]
+    pub sizes: Vec<usize>,
+    /// Queries measured at each size.
+    #[arg(long, default_value_t = 200)]
+    pub queries: usize,
+    /// Where to build the indexes (default: a temporary folder, removed afterwards).
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
+}
+
+pub(super) fn bench_index_cmd(args: BenchIndexArgs, paths: &Paths, json_out: bool) -> Result<ExitCode> {
+    let embedder = load_embedder(paths, None)?;
+    let keep = args.work_dir.is_some();
+    let dir = tempfile_dir(args.work_dir)?;
+    let mut points = Vec::new();
+    for n in args.sizes {
+        if !json_out {
+            eprintln!("building {n} synthetic chunks …");
+        }
+        let p = crate::bench::index::scale_point(&dir.join(n.to_string()), n, args.queries, &embedder, &|m| {
+            if !json_out {
+                eprintln!("  {m}")
+            }
+        })?;
+        let _ = std::fs::remove_dir_all(dir.join(n.to_string()));
+        if !json_out {
+            println!(
+                "{:>9} chunks: hybrid p50 {:.1} ms, p95 {:.1} ms (query embedding p50 {:.1} ms); build BM25 {:.0} s, vectors {:.0} s; disk BM25 {:.0} MB, vectors {:.0} MB",
+                p.chunks, p.p50_ms, p.p95_ms, p.embed_p50_ms, p.bm25_build_s, p.vector_build_s, p.bm25_mb, p.vector_mb
+            );
+        }
+        points.push(p);
+    }
+    if !keep {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    if json_out {
+        print_json(&json!({"threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1), "points": points}));
+    }
+    Ok(ExitCode::SUCCESS)
+}

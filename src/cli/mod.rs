@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 
 use crate::paths::Paths;
 
+mod docs;
 mod models;
 
 /// Kura (蔵): private AI over your company's documents, on this machine only.
@@ -40,6 +41,38 @@ pub enum Command {
     Models(ModelsCommand),
     /// Show where Kura keeps its data, the CPU features it uses, and model status.
     Doctor,
+    /// Add files and folders to a collection (incremental: only new or changed files).
+    Ingest(docs::IngestArgs),
+    /// Search the indexed documents (hybrid BM25 + vectors by default).
+    Search(docs::SearchArgs),
+    /// Collections, documents, failures and pages not indexed.
+    Status,
+    /// Check that the catalog and both indexes agree.
+    Check {
+        /// Bring the indexes back in step when they lag.
+        #[arg(long)]
+        repair: bool,
+    },
+    /// Evaluations on real data.
+    #[command(subcommand)]
+    Eval(EvalCommand),
+    /// Benchmarks (numbers, not tests).
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+/// `kura eval …`
+#[derive(Debug, Subcommand)]
+pub enum EvalCommand {
+    /// Recall@k, MRR@10 and nDCG@10 of BM25, vectors and hybrid on a data set.
+    Retrieval(docs::EvalRetrievalArgs),
+}
+
+/// `kura bench …`
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Hybrid query latency and index size at 10k/100k/1M synthetic chunks.
+    Index(docs::BenchIndexArgs),
 }
 
 /// `kura models …`
@@ -123,6 +156,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Models(cmd) => models::models(cmd, &paths, cli.json),
         Command::Doctor => models::doctor(&paths, cli.json),
+        Command::Ingest(args) => docs::ingest_cmd(args, &paths, cli.json),
+        Command::Search(args) => docs::search_cmd(args, &paths, cli.json),
+        Command::Status => docs::status_cmd(&paths, cli.json),
+        Command::Check { repair } => docs::check_cmd(&paths, cli.json, repair),
+        Command::Eval(EvalCommand::Retrieval(args)) => docs::eval_retrieval_cmd(args, &paths, cli.json),
+        Command::Bench(BenchCommand::Index(args)) => docs::bench_index_cmd(args, &paths, cli.json),
     }
 }
 

@@ -1,0 +1,3 @@
+//! Benchmarks (`kura bench …`): numbers to compare, never pass/fail tests.
+
+pub mod index;
