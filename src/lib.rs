@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod embed;
+pub mod ingest;
 pub mod llm;
 pub mod models;
 pub mod paths;
