@@ -170,7 +170,7 @@ pub(crate) enum XmlEvent<'a> {
     Open {
         /// Local name.
         name: &'a str,
-        /// Attributes as (local name, unescaped value).
+        /// Attributes as (qualified name, unescaped value); see [`attr`].
         attrs: &'a [(String, String)],
     },
     /// End tag.
@@ -182,13 +182,27 @@ pub(crate) enum XmlEvent<'a> {
     Text(&'a str),
 }
 
-/// The value of attribute `key` (local name).
+/// The value of attribute `key` (local name; an unprefixed attribute wins over a prefixed
+/// one).
 pub(crate) fn attr<'a>(attrs: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    attrs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    attrs
+        .iter()
+        .find(|(k, _)| k == key)
+        .or_else(|| attrs.iter().find(|(k, _)| local(k) == key))
+        .map(|(_, v)| v.as_str())
 }
 
-fn local(name: &str) -> String {
-    name.rsplit(':').next().unwrap_or(name).to_string()
+/// The value of a *prefixed* attribute with local name `key`, such as the relationship id
+/// `r:id` (which must not be confused with a plain `id` on the same element).
+pub(crate) fn prefixed_attr<'a>(attrs: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    attrs
+        .iter()
+        .find(|(k, _)| k.contains(':') && local(k) == key)
+        .map(|(_, v)| v.as_str())
+}
+
+fn local(name: &str) -> &str {
+    name.rsplit(':').next().unwrap_or(name)
 }
 
 /// Walks `xml`, calling `f` for each event; checks the deadline as it goes. Malformed XML
@@ -214,16 +228,16 @@ pub(crate) fn walk(xml: &str, ctx: &Ctx, mut f: impl FnMut(XmlEvent<'_>)) -> Res
                         .normalized_value(XmlVersion::Implicit1_0)
                         .map(|v| v.into_owned())
                         .unwrap_or_default();
-                    attrs.push((local(a.key.as_ref()), value));
+                    attrs.push((a.key.as_ref().to_string(), value));
                 }
-                let name = local(e.name().as_ref());
+                let name = local(e.name().as_ref()).to_string();
                 f(XmlEvent::Open { name: &name, attrs: &attrs });
                 if matches!(event, Event::Empty(_)) {
                     f(XmlEvent::Close { name: &name });
                 }
             }
             Event::End(ref e) => {
-                let name = local(e.name().as_ref());
+                let name = local(e.name().as_ref()).to_string();
                 f(XmlEvent::Close { name: &name });
             }
             Event::Text(ref t) => f(XmlEvent::Text(&t.xml10_content())),

@@ -5,7 +5,7 @@
 //! get reordered). Paragraphs are lines, table cells tabs; speaker notes, which often hold
 //! the actual explanation, follow the slide text under a `[ノート]` line.
 
-use super::ooxml::{attr, walk, Package, XmlEvent};
+use super::ooxml::{attr, prefixed_attr, walk, Package, XmlEvent};
 use super::{Ctx, Fail, RawDocument};
 
 /// Extracts a PPTX package.
@@ -16,7 +16,7 @@ pub(crate) fn extract(bytes: &[u8], ctx: &Ctx) -> Result<RawDocument, Fail> {
     let mut slides: Vec<String> = Vec::new();
     walk(&presentation, ctx, |ev| {
         if let XmlEvent::Open { name: "sldId", attrs } = ev {
-            if let Some(target) = attr(attrs, "id").and_then(|id| rels.get(id)) {
+            if let Some(target) = prefixed_attr(attrs, "id").and_then(|id| rels.get(id)) {
                 slides.push(target.clone());
             }
         }

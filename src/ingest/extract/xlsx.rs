@@ -7,7 +7,7 @@
 //! that readings do not get glued onto the text. Values are shown as stored (dates are
 //! serial numbers; number formats are not applied).
 
-use super::ooxml::{attr, walk, Package, XmlEvent};
+use super::ooxml::{attr, prefixed_attr, walk, Package, XmlEvent};
 use super::{Ctx, Fail, RawDocument};
 
 /// Extracts an XLSX package.
@@ -19,7 +19,7 @@ pub(crate) fn extract(bytes: &[u8], ctx: &Ctx) -> Result<RawDocument, Fail> {
     walk(&workbook, ctx, |ev| {
         if let XmlEvent::Open { name: "sheet", attrs } = ev {
             let name = attr(attrs, "name").unwrap_or("Sheet").to_string();
-            if let Some(target) = attr(attrs, "id").and_then(|id| rels.get(id)) {
+            if let Some(target) = prefixed_attr(attrs, "id").and_then(|id| rels.get(id)) {
                 sheets.push((name, target.clone()));
             }
         }
