@@ -90,7 +90,7 @@ async fn japanese_keywords_are_found_inside_sentences_and_compounds() {
         .await
         .contains("羽田空港"));
     // Full-width and upper/lower-case variants of Latin text (normalised like the documents).
-    let q = kura::ingest::normalize("ＫＲ-200 Spindle");
+    let q = kura::ingest::normalize::normalize_text("ＫＲ-200 Spindle");
     assert!(catalog_text(&catalog, top(&q)).await.contains("4,000 rpm"));
     // A question about something no rule mentions matches nothing.
     assert!(index

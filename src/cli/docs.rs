@@ -177,7 +177,7 @@ pub(super) fn ingest_cmd(args: IngestArgs, paths: &Paths, json_out: bool) -> Res
 
 pub(super) fn search_cmd(args: SearchArgs, paths: &Paths, json_out: bool) -> Result<ExitCode> {
     let rt = runtime()?;
-    let query = crate::ingest::normalize(&args.query);
+    let query = crate::ingest::normalize::normalize_text(&args.query);
     rt.block_on(async {
         let catalog = Catalog::open(&paths.catalog_db()).await?;
         let collections = if args.collection.is_empty() {
@@ -316,7 +316,7 @@ pub(super) fn eval_retrieval_cmd(args: EvalRetrievalArgs, paths: &Paths, json_ou
             for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
                 let q: QuestionLine = serde_json::from_str(line).with_context(|| format!("{} line {}", args.dataset.display(), i + 1))?;
                 if let (true, Some(doc), Some(page)) = (q.answerable, q.doc, q.page) {
-                    queries.push(Query { question: crate::ingest::normalize(&q.question), relevant: format!("{doc}#{page}") });
+                    queries.push(Query { question: crate::ingest::normalize::normalize_text(&q.question), relevant: format!("{doc}#{page}") });
                 }
             }
             let pb = if json_out { ProgressBar::hidden() } else { bar(0, "index corpus") };

@@ -18,7 +18,8 @@ use std::time::{Instant, UNIX_EPOCH};
 use serde::Serialize;
 
 use super::chunk::{chunk_page, ChunkParams};
-use super::extract::{extract, Limits, PageQuality};
+use super::extract::{extract, Limits};
+use super::quality::PageQuality;
 use crate::catalog::{Catalog, CatalogError, NewChunk, NewDocument, PageRecord};
 use crate::embed::Embedder;
 use crate::index::{IndexError, SearchIndex};
