@@ -27,7 +27,11 @@ fn pdf_extraction_speed() {
         let start = Instant::now();
         let doc = extract(&path, &Limits::default()).unwrap();
         let secs = start.elapsed().as_secs_f64();
-        let ok = doc.pages.iter().filter(|p| p.quality == PageQuality::Ok).count();
+        let ok = doc
+            .pages
+            .iter()
+            .filter(|p| p.quality == PageQuality::Ok)
+            .count();
         let chars: usize = doc.pages.iter().map(|p| p.text.chars().count()).sum();
         println!(
             "{}: {} pages ({} ok), {} chars, via {}, {:.3} s, {:.1} pages/s, {} warnings",
