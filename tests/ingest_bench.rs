@@ -82,9 +82,8 @@ fn survey_sample_manuals() {
                         .replace('\n', " / ")
                 });
                 println!(
-                    "{}: {} via {}, {} pages, {:.3} s, not ok: {:?}, warnings: {}\n    {first}",
+                    "{}: ok via {}, {} pages, {:.3} s, not ok: {:?}, warnings: {}\n    {first}",
                     path.display(),
-                    "ok",
                     doc.extractor,
                     doc.pages.len(),
                     start.elapsed().as_secs_f64(),
