@@ -27,7 +27,11 @@ fn pdf_extraction_speed() {
         let start = Instant::now();
         let doc = extract(&path, &Limits::default()).unwrap();
         let secs = start.elapsed().as_secs_f64();
-        let ok = doc.pages.iter().filter(|p| p.quality == PageQuality::Ok).count();
+        let ok = doc
+            .pages
+            .iter()
+            .filter(|p| p.quality == PageQuality::Ok)
+            .count();
         let chars: usize = doc.pages.iter().map(|p| p.text.chars().count()).sum();
         println!(
             "{}: {} pages ({} ok), {} chars, via {}, {:.3} s, {:.1} pages/s, {} warnings",
@@ -42,6 +46,52 @@ fn pdf_extraction_speed() {
         );
         for w in doc.warnings.iter().take(5) {
             println!("    {w}");
+        }
+    }
+}
+
+/// Extracts every file of the sample manuals (`<repo>/assets/manuals`, or
+/// `KURA_MANUALS_DIR`) and prints path, extractor, pages and quality — a quick survey.
+#[test]
+#[ignore = "survey; run explicitly with --ignored --nocapture"]
+fn survey_sample_manuals() {
+    let dir = std::env::var_os("KURA_MANUALS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/manuals"));
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .collect();
+    entries.sort();
+    for path in entries {
+        let start = Instant::now();
+        match extract(&path, &Limits::default()) {
+            Ok(doc) => {
+                let bad: Vec<String> = doc
+                    .pages
+                    .iter()
+                    .filter(|p| p.quality != PageQuality::Ok)
+                    .map(|p| format!("p.{} {:?}", p.number, p.quality))
+                    .collect();
+                let first: String = doc.pages.first().map_or(String::new(), |p| {
+                    p.text
+                        .chars()
+                        .take(40)
+                        .collect::<String>()
+                        .replace('\n', " / ")
+                });
+                println!(
+                    "{}: ok via {}, {} pages, {:.3} s, not ok: {:?}, warnings: {}\n    {first}",
+                    path.display(),
+                    doc.extractor,
+                    doc.pages.len(),
+                    start.elapsed().as_secs_f64(),
+                    bad,
+                    doc.warnings.len()
+                );
+            }
+            Err(e) => println!("{}: ERROR {e}", path.display()),
         }
     }
 }

@@ -4,23 +4,38 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use kura::ingest::{extract, extract_format, ExtractError, ExtractedDocument, Format, Limits, PageQuality};
+use kura::ingest::{
+    extract, extract_format, ExtractError, ExtractedDocument, Format, Limits, PageQuality,
+};
 
 fn data(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/ingest").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/ingest")
+        .join(name)
 }
 
 fn ok(name: &str) -> ExtractedDocument {
     let path = data(name);
     let doc = extract(&path, &Limits::default()).unwrap_or_else(|e| panic!("{name}: {e}"));
     for page in &doc.pages {
-        assert_eq!(page.quality, PageQuality::Ok, "{name} p.{}: {:?}\n{}", page.number, page.quality, page.text);
+        assert_eq!(
+            page.quality,
+            PageQuality::Ok,
+            "{name} p.{}: {:?}\n{}",
+            page.number,
+            page.quality,
+            page.text
+        );
     }
     doc
 }
 
-fn page<'a>(doc: &'a ExtractedDocument, number: u32) -> &'a str {
-    &doc.pages.iter().find(|p| p.number == number).unwrap_or_else(|| panic!("no page {number}")).text
+fn page(doc: &ExtractedDocument, number: u32) -> &str {
+    &doc.pages
+        .iter()
+        .find(|p| p.number == number)
+        .unwrap_or_else(|| panic!("no page {number}"))
+        .text
 }
 
 fn assert_has(text: &str, words: &[&str]) {
@@ -33,12 +48,24 @@ fn assert_has(text: &str, words: &[&str]) {
 fn libreoffice_pdf_keeps_pages() {
     let doc = ok("manual-libreoffice.pdf");
     assert_eq!(doc.pages.len(), 3);
-    assert_eq!(doc.pages.iter().map(|p| p.number).collect::<Vec<_>>(), [1, 2, 3]);
-    assert_has(page(&doc, 1), &["総則", "株式会社蔵", "始業時刻は午前", "Kura working hours"]);
+    assert_eq!(
+        doc.pages.iter().map(|p| p.number).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    assert_has(
+        page(&doc, 1),
+        &["総則", "株式会社蔵", "始業時刻は午前", "Kura working hours"],
+    );
     assert_has(page(&doc, 2), &["休暇", "年次有給休暇", "人事部"]);
-    assert_has(page(&doc, 3), &["経費精算", "出張旅費", "領収書", "カタカナ半角表記"]);
+    assert_has(
+        page(&doc, 3),
+        &["経費精算", "出張旅費", "領収書", "カタカナ半角表記"],
+    );
     assert!(!page(&doc, 1).contains("年次有給休暇"));
-    assert!(!page(&doc, 3).contains("ｶﾀｶﾅ"), "NFKC folds half-width kana");
+    assert!(
+        !page(&doc, 3).contains("ｶﾀｶﾅ"),
+        "NFKC folds half-width kana"
+    );
 }
 
 #[test]
@@ -46,16 +73,37 @@ fn predefined_unijis_ucs2_pdf_uses_fallback() {
     let doc = ok("predefined-unijis-ucs2.pdf");
     assert_eq!(doc.extractor, "pdf-lopdf", "{:?}", doc.warnings);
     assert_eq!(doc.pages.len(), 2);
-    assert_has(page(&doc, 1), &["情報セキュリティ規程", "第1条", "パスワードは12文字以上", "Security policy: passwords"]);
-    assert_has(page(&doc, 2), &["持出し", "ノートパソコン", "USBメモリの使用は原則として禁止する。"]);
-    assert!(page(&doc, 1).lines().any(|l| l == "情報セキュリティ規程"), "heading is its own line");
+    assert_has(
+        page(&doc, 1),
+        &[
+            "情報セキュリティ規程",
+            "第1条",
+            "パスワードは12文字以上",
+            "Security policy: passwords",
+        ],
+    );
+    assert_has(
+        page(&doc, 2),
+        &[
+            "持出し",
+            "ノートパソコン",
+            "USBメモリの使用は原則として禁止する。",
+        ],
+    );
+    assert!(
+        page(&doc, 1).lines().any(|l| l == "情報セキュリティ規程"),
+        "heading is its own line"
+    );
 }
 
 #[test]
 fn predefined_90ms_rksj_pdf_uses_fallback() {
     let doc = ok("predefined-90ms-rksj.pdf");
     assert_eq!(doc.extractor, "pdf-lopdf");
-    assert_has(page(&doc, 1), &["情報セキュリティ規程", "90日ごとに変更する"]);
+    assert_has(
+        page(&doc, 1),
+        &["情報セキュリティ規程", "90日ごとに変更する"],
+    );
     assert_has(page(&doc, 2), &["情報システム部の許可"]);
 }
 
@@ -65,7 +113,10 @@ fn debian_edu_excerpt_pdf() {
     let doc = ok("debian-edu-ja-excerpt.pdf");
     assert_eq!(doc.pages.len(), 3);
     assert_has(page(&doc, 1), &["Debian Edu", "マニュアル"]);
-    assert_has(page(&doc, 3), &["ファイルシステムのアクセス設定", "ホームディレクトリ"]);
+    assert_has(
+        page(&doc, 3),
+        &["ファイルシステムのアクセス設定", "ホームディレクトリ"],
+    );
 }
 
 #[test]
@@ -83,8 +134,14 @@ fn docx_splits_at_explicit_page_breaks() {
     let doc = ok("manual.docx");
     assert_eq!(doc.extractor, "docx");
     assert_eq!(doc.pages.len(), 3);
-    assert_has(page(&doc, 1), &["第1章 総則", "始業時刻は午前9時、終業時刻は午後6時とする。"]);
-    assert_has(page(&doc, 2), &["第2章 休暇", "入社6か月後に10日を付与する。"]);
+    assert_has(
+        page(&doc, 1),
+        &["第1章 総則", "始業時刻は午前9時、終業時刻は午後6時とする。"],
+    );
+    assert_has(
+        page(&doc, 2),
+        &["第2章 休暇", "入社6か月後に10日を付与する。"],
+    );
     assert_has(page(&doc, 3), &["出張旅費", "カタカナ半角表記"]);
 }
 
@@ -94,7 +151,14 @@ fn xlsx_sheet_per_page_rows_tab_separated() {
     assert_eq!(doc.pages.len(), 2);
     let first = page(&doc, 1);
     assert_eq!(first.lines().next(), Some("連絡先"));
-    assert_has(first, &["部署\t担当者\t内線", "人事部\t山田太郎\t1234", "情報システム部\t佐藤花子\t5678"]);
+    assert_has(
+        first,
+        &[
+            "部署\t担当者\t内線",
+            "人事部\t山田太郎\t1234",
+            "情報システム部\t佐藤花子\t5678",
+        ],
+    );
     let second = page(&doc, 2);
     assert_eq!(second.lines().next(), Some("経費"));
     assert_has(second, &["宿泊費\t12000", "日当\t2500.5\t宿泊費"]);
@@ -104,7 +168,10 @@ fn xlsx_sheet_per_page_rows_tab_separated() {
 fn pptx_slide_per_page_in_order() {
     let doc = ok("slides.pptx");
     assert_eq!(doc.pages.len(), 3);
-    assert_has(page(&doc, 1), &["新入社員研修", "研修期間は4月1日から2週間"]);
+    assert_has(
+        page(&doc, 1),
+        &["新入社員研修", "研修期間は4月1日から2週間"],
+    );
     assert_has(page(&doc, 2), &["勤怠管理", "打刻はICカードで行う"]);
     assert_has(page(&doc, 3), &["問い合わせ先", "人事部 内線1234"]);
 }
@@ -114,7 +181,16 @@ fn html_shift_jis_visible_text_only() {
     let doc = ok("page-sjis.html");
     assert_eq!(doc.pages.len(), 1);
     let text = page(&doc, 1);
-    assert_has(text, &["社内ポータル 案内", "経費精算は毎月25日までに申請してください。<重要>", "部署\t内線", "総務部\t1100", "詳細は規程を参照。"]);
+    assert_has(
+        text,
+        &[
+            "社内ポータル 案内",
+            "経費精算は毎月25日までに申請してください。<重要>",
+            "部署\t内線",
+            "総務部\t1100",
+            "詳細は規程を参照。",
+        ],
+    );
     assert!(text.lines().any(|l| l == "交通費"));
     for hidden in ["スクリプト", "スタイル", "コメント", "font-family"] {
         assert!(!text.contains(hidden), "{hidden} leaked:\n{text}");
@@ -131,7 +207,15 @@ fn text_encodings_are_detected() {
     ] {
         let doc = ok(name);
         assert_eq!(doc.extractor, extractor, "{name}");
-        assert_has(page(&doc, 1), &["お知らせ:年末年始の休業について", "12月29日から1月3日まで休業いたします。", "総務部(内線 1100)", "半角カナ:コンピュータ"]);
+        assert_has(
+            page(&doc, 1),
+            &[
+                "お知らせ:年末年始の休業について",
+                "12月29日から1月3日まで休業いたします。",
+                "総務部(内線 1100)",
+                "半角カナ:コンピュータ",
+            ],
+        );
     }
 }
 
@@ -140,23 +224,42 @@ fn markdown_keeps_headings_and_lists_as_lines() {
     let doc = ok("guide.md");
     let text = page(&doc, 1);
     let lines: Vec<&str> = text.lines().collect();
-    for want in ["在宅勤務ガイド", "注意事項", "- 業務用PCのみを使用する", "1. VPNに接続する", "2. kura-client を起動する", "不明点は情報システム部へ。"] {
+    for want in [
+        "在宅勤務ガイド",
+        "注意事項",
+        "- 業務用PCのみを使用する",
+        "1. VPNに接続する",
+        "2. kura-client を起動する",
+        "不明点は情報システム部へ。",
+    ] {
         assert!(lines.contains(&want), "missing line {want:?} in:\n{text}");
     }
-    assert_has(text, &["前日までに申請フォームから申請する。", "設定ファイルは ~/.kura/config に置く"]);
+    assert_has(
+        text,
+        &[
+            "前日までに申請フォームから申請する。",
+            "設定ファイルは ~/.kura/config に置く",
+        ],
+    );
     assert!(!text.contains("https://") && !text.contains("**") && !text.contains("```"));
 }
 
 fn expect_err(path: &Path) -> ExtractError {
     let err = extract(path, &Limits::default()).expect_err("should fail");
     assert_eq!(err.path(), path);
-    assert!(err.to_string().contains(&path.display().to_string()), "{err}");
+    assert!(
+        err.to_string().contains(&path.display().to_string()),
+        "{err}"
+    );
     err
 }
 
 #[test]
 fn empty_file_is_empty_error() {
-    assert!(matches!(expect_err(&data("bad-empty.pdf")), ExtractError::Empty { .. }));
+    assert!(matches!(
+        expect_err(&data("bad-empty.pdf")),
+        ExtractError::Empty { .. }
+    ));
 }
 
 #[test]
@@ -179,7 +282,9 @@ fn binary_renamed_txt_is_binary_error() {
     // The same without any magic number: random bytes named .txt.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("random.txt");
-    let bytes: Vec<u8> = (0..8192u32).map(|i| (i.wrapping_mul(2654435761) >> 11) as u8).collect();
+    let bytes: Vec<u8> = (0..8192u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 11) as u8)
+        .collect();
     std::fs::write(&path, bytes).unwrap();
     assert!(matches!(expect_err(&path), ExtractError::Binary { .. }));
 }
@@ -234,7 +339,10 @@ fn zip_bomb_docx_is_refused() {
         }
         zip.finish().unwrap();
     }
-    let limits = Limits { max_zip_entries: 10, ..Limits::default() };
+    let limits = Limits {
+        max_zip_entries: 10,
+        ..Limits::default()
+    };
     let err = extract(&many, &limits).unwrap_err();
     assert!(matches!(err, ExtractError::ZipBomb { .. }), "{err}");
 }
@@ -263,7 +371,10 @@ fn forge_sizes(bytes: &mut [u8], name: &str, size: u32) {
 
 #[test]
 fn file_too_large_is_refused() {
-    let limits = Limits { max_file_bytes: 1000, ..Limits::default() };
+    let limits = Limits {
+        max_file_bytes: 1000,
+        ..Limits::default()
+    };
     let err = extract(&data("manual-libreoffice.pdf"), &limits).unwrap_err();
     assert!(matches!(err, ExtractError::TooLarge { .. }), "{err}");
 }
@@ -301,7 +412,10 @@ fn random_and_mutated_inputs_never_escape() {
         (Format::Markdown, "guide.md"),
         (Format::Text, "notice-sjis.txt"),
     ];
-    let limits = Limits { timeout: std::time::Duration::from_secs(20), ..Limits::default() };
+    let limits = Limits {
+        timeout: std::time::Duration::from_secs(20),
+        ..Limits::default()
+    };
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     for (format, seed) in seeds {
         let original = std::fs::read(data(seed)).unwrap();

@@ -46,7 +46,10 @@ pub fn normalize_text(text: &str) -> String {
 
 /// Zero-width and byte-order-mark characters that carry no text.
 fn is_invisible(c: char) -> bool {
-    matches!(c, '\u{200b}' | '\u{200c}' | '\u{200d}' | '\u{2060}' | '\u{feff}' | '\u{ad}')
+    matches!(
+        c,
+        '\u{200b}' | '\u{200c}' | '\u{200d}' | '\u{2060}' | '\u{feff}' | '\u{ad}'
+    )
 }
 
 #[cfg(test)]
@@ -63,11 +66,17 @@ mod tests {
 
     #[test]
     fn blank_lines_collapse_and_controls_vanish() {
-        assert_eq!(normalize_text("\n\na\u{0}b\u{feff}\n\n\n\nc\t d \n\n"), "ab\n\nc\t d");
+        assert_eq!(
+            normalize_text("\n\na\u{0}b\u{feff}\n\n\n\nc\t d \n\n"),
+            "ab\n\nc\t d"
+        );
     }
 
     #[test]
     fn tabs_between_cells_survive() {
-        assert_eq!(normalize_text("部署\t内線\n人事部\t1234"), "部署\t内線\n人事部\t1234");
+        assert_eq!(
+            normalize_text("部署\t内線\n人事部\t1234"),
+            "部署\t内線\n人事部\t1234"
+        );
     }
 }

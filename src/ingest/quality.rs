@@ -63,14 +63,46 @@ pub fn assess(text: &str) -> PageQuality {
     let n = c.total as f64;
     let ratio = |k: usize| k as f64 / n;
     let checks: [(usize, f64, &str); 8] = [
-        (c.replacement, 0.02, "U+FFFD replacement characters (undecodable bytes)"),
-        (c.private_use, 0.05, "private-use code points (font without a Unicode map)"),
-        (c.compat_ideographs, 0.03, "CJK compatibility ideographs (broken font map)"),
-        (c.controls, 0.02, "control characters (raw glyph ids or binary data)"),
-        (c.isolated_halfwidth_kana, 0.10, "isolated half-width katakana (EUC-JP or UTF-8 read as Shift_JIS)"),
-        (c.utf8_as_sjis, 0.05, "縺/繧/繝 sequences (UTF-8 read as Shift_JIS)"),
-        (c.latin1_mojibake, 0.05, "Latin-1 mojibake of UTF-8 (e.g. \"ã\\u{81}\\u{82}\")"),
-        (c.rare, 0.20, "characters from unexpected scripts or symbol blocks"),
+        (
+            c.replacement,
+            0.02,
+            "U+FFFD replacement characters (undecodable bytes)",
+        ),
+        (
+            c.private_use,
+            0.05,
+            "private-use code points (font without a Unicode map)",
+        ),
+        (
+            c.compat_ideographs,
+            0.03,
+            "CJK compatibility ideographs (broken font map)",
+        ),
+        (
+            c.controls,
+            0.02,
+            "control characters (raw glyph ids or binary data)",
+        ),
+        (
+            c.isolated_halfwidth_kana,
+            0.10,
+            "isolated half-width katakana (EUC-JP or UTF-8 read as Shift_JIS)",
+        ),
+        (
+            c.utf8_as_sjis,
+            0.05,
+            "縺/繧/繝 sequences (UTF-8 read as Shift_JIS)",
+        ),
+        (
+            c.latin1_mojibake,
+            0.05,
+            "Latin-1 mojibake of UTF-8 (e.g. \"ã\\u{81}\\u{82}\")",
+        ),
+        (
+            c.rare,
+            0.20,
+            "characters from unexpected scripts or symbol blocks",
+        ),
     ];
     for (k, threshold, what) in checks {
         if k >= MIN_COUNT.min(c.total) && ratio(k) > threshold {
@@ -89,7 +121,10 @@ pub fn assess(text: &str) -> PageQuality {
         + c.rare;
     if bad >= 5 && ratio(bad) > 0.15 {
         return PageQuality::Garbled {
-            reason: format!("{:.0}% suspicious characters of mixed kinds", ratio(bad) * 100.0),
+            reason: format!(
+                "{:.0}% suspicious characters of mixed kinds",
+                ratio(bad) * 100.0
+            ),
         };
     }
     PageQuality::Ok
@@ -114,12 +149,12 @@ fn count(text: &str) -> Counts {
                 }
             }
             0x7E3A | 0x7E67 | 0x7E5D => c.utf8_as_sjis += 1,
-            0xC2..=0xC3 | 0xE2..=0xEF => {
-                // UTF-8 lead byte read as Latin-1, followed by a continuation byte read as
-                // Latin-1 (U+0080..U+00BF) or as CP1252 punctuation.
-                if chars.get(i + 1).is_some_and(|&n| is_latin1_continuation(n)) {
-                    c.latin1_mojibake += 2;
-                }
+            // UTF-8 lead byte read as Latin-1, followed by a continuation byte read as
+            // Latin-1 (U+0080..U+00BF) or as CP1252 punctuation.
+            0xC2..=0xC3 | 0xE2..=0xEF
+                if chars.get(i + 1).is_some_and(|&n| is_latin1_continuation(n)) =>
+            {
+                c.latin1_mojibake += 2;
             }
             _ if !is_expected(u) => c.rare += 1,
             _ => {}
@@ -133,8 +168,7 @@ fn is_halfwidth_kana(ch: char) -> bool {
 }
 
 fn is_latin1_continuation(ch: char) -> bool {
-    matches!(ch as u32, 0x80..=0xBF)
-        || "€‚ƒ„…†‡ˆ‰Š‹ŒŽ‘’“”•–—˜™š›œžŸ".contains(ch)
+    matches!(ch as u32, 0x80..=0xBF) || "€‚ƒ„…†‡ˆ‰Š‹ŒŽ‘’“”•–—˜™š›œžŸ".contains(ch)
 }
 
 /// Blocks that plausibly occur in Japanese and English business documents.
@@ -203,19 +237,24 @@ mod tests {
     fn raw_cids_as_code_points_are_flagged() {
         // Identity-H codes without a ToUnicode map, misread as code points: controls,
         // Armenian, Hebrew, Devanagari...
-        assert!(garbled("\u{3}\u{11}\u{531}\u{5d0}\u{905}\u{e15}\u{10a0}\u{1100}\u{7}\u{1a}"));
+        assert!(garbled(
+            "\u{3}\u{11}\u{531}\u{5d0}\u{905}\u{e15}\u{10a0}\u{1100}\u{7}\u{1a}"
+        ));
     }
 
     #[test]
     fn eucjp_read_as_shift_jis_is_flagged() {
-        let bytes = encoding_rs::EUC_JP.encode("年次有給休暇は入社6か月後に付与する").0;
+        let bytes = encoding_rs::EUC_JP
+            .encode("年次有給休暇は入社6か月後に付与する")
+            .0;
         let (misread, _, _) = encoding_rs::SHIFT_JIS.decode(&bytes);
         assert!(garbled(&misread), "{misread}");
     }
 
     #[test]
     fn utf8_read_as_shift_jis_is_flagged() {
-        let (misread, _, _) = encoding_rs::SHIFT_JIS.decode("ありがとうございます。よろしくお願いします".as_bytes());
+        let (misread, _, _) =
+            encoding_rs::SHIFT_JIS.decode("ありがとうございます。よろしくお願いします".as_bytes());
         assert!(garbled(&misread), "{misread}");
     }
 

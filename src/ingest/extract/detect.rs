@@ -203,7 +203,10 @@ mod tests {
     #[test]
     fn content_beats_extension() {
         assert_eq!(detect(b"%PDF-1.7\n...", Some("bin")).unwrap(), Format::Pdf);
-        assert_eq!(detect(b"<!DOCTYPE html><p>x", Some("txt")).unwrap(), Format::Html);
+        assert_eq!(
+            detect(b"<!DOCTYPE html><p>x", Some("txt")).unwrap(),
+            Format::Html
+        );
         assert!(matches!(
             detect(b"\x7fELF\x02\x01\x01\x00", Some("txt")),
             Err(Fail::Binary(_))

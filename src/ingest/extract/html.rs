@@ -30,7 +30,13 @@ pub(crate) fn extract(bytes: &[u8], ctx: &Ctx) -> Result<RawDocument, Fail> {
 fn meta_charset(bytes: &[u8]) -> Option<&'static Encoding> {
     let head: String = bytes[..bytes.len().min(4096)]
         .iter()
-        .map(|&b| if b.is_ascii() { b.to_ascii_lowercase() as char } else { ' ' })
+        .map(|&b| {
+            if b.is_ascii() {
+                b.to_ascii_lowercase() as char
+            } else {
+                ' '
+            }
+        })
         .collect();
     let mut from = 0;
     while let Some(pos) = head[from..].find("<meta") {
@@ -57,14 +63,57 @@ fn meta_charset(bytes: &[u8]) -> Option<&'static Encoding> {
 }
 
 /// Elements whose content is never visible.
-const HIDDEN: &[&str] = &["script", "style", "noscript", "template", "svg", "math", "object", "iframe"];
+const HIDDEN: &[&str] = &[
+    "script", "style", "noscript", "template", "svg", "math", "object", "iframe",
+];
 
 /// Elements that start and end a line.
 const BLOCKS: &[&str] = &[
-    "address", "article", "aside", "blockquote", "body", "br", "caption", "dd", "details", "dialog",
-    "div", "dl", "dt", "fieldset", "figcaption", "figure", "footer", "form", "h1", "h2", "h3", "h4",
-    "h5", "h6", "head", "header", "hr", "html", "legend", "li", "main", "nav", "ol", "option", "p",
-    "pre", "section", "summary", "table", "tbody", "tfoot", "thead", "title", "tr", "ul",
+    "address",
+    "article",
+    "aside",
+    "blockquote",
+    "body",
+    "br",
+    "caption",
+    "dd",
+    "details",
+    "dialog",
+    "div",
+    "dl",
+    "dt",
+    "fieldset",
+    "figcaption",
+    "figure",
+    "footer",
+    "form",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "head",
+    "header",
+    "hr",
+    "html",
+    "legend",
+    "li",
+    "main",
+    "nav",
+    "ol",
+    "option",
+    "p",
+    "pre",
+    "section",
+    "summary",
+    "table",
+    "tbody",
+    "tfoot",
+    "thead",
+    "title",
+    "tr",
+    "ul",
 ];
 
 /// Converts HTML source to text lines.
@@ -76,7 +125,7 @@ pub(crate) fn html_to_text(src: &str, ctx: &Ctx) -> Result<String, Fail> {
     let mut steps = 0usize;
     while i < src.len() {
         steps += 1;
-        if steps % 4096 == 0 {
+        if steps.is_multiple_of(4096) {
             ctx.check()?;
         }
         if bytes[i] != b'<' {
@@ -323,7 +372,10 @@ mod tests {
     fn meta_charset_is_found() {
         let src = b"<html><head><meta http-equiv=\"Content-Type\" content=\"text/html; charset=Shift_JIS\">";
         assert_eq!(meta_charset(src), Some(encoding_rs::SHIFT_JIS));
-        assert_eq!(meta_charset(b"<meta charset='euc-jp'>"), Some(encoding_rs::EUC_JP));
+        assert_eq!(
+            meta_charset(b"<meta charset='euc-jp'>"),
+            Some(encoding_rs::EUC_JP)
+        );
         assert_eq!(meta_charset(b"<p>no meta</p>"), None);
     }
 

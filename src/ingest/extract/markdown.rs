@@ -117,7 +117,9 @@ fn inline(s: &str) -> String {
 fn is_table_rule(line: &str) -> bool {
     line.contains('-')
         && line.contains('|')
-        && line.chars().all(|c| matches!(c, '|' | '-' | ':' | ' ' | '\t'))
+        && line
+            .chars()
+            .all(|c| matches!(c, '|' | '-' | ':' | ' ' | '\t'))
 }
 
 fn is_thematic_break(line: &str) -> bool {
@@ -136,7 +138,10 @@ mod tests {
     fn markup_is_stripped_lines_kept() {
         assert_eq!(strip_line("## 注意事項 ##"), "注意事項");
         assert_eq!(strip_line("- **前日まで**に申請"), "- 前日までに申請");
-        assert_eq!(strip_line("[申請フォーム](https://x/y)から"), "申請フォームから");
+        assert_eq!(
+            strip_line("[申請フォーム](https://x/y)から"),
+            "申請フォームから"
+        );
         assert_eq!(strip_line("![図1](a.png)"), "図1");
         assert_eq!(strip_line("> 引用 `code`"), "引用 code");
         assert_eq!(strip_line("| 部署 | 内線 |"), "部署\t内線");

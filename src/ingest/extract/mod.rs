@@ -164,7 +164,9 @@ pub enum ExtractError {
         detail: String,
     },
     /// A ZIP-based document (DOCX/XLSX/PPTX) would inflate beyond [`Limits`].
-    #[error("{path}: refused as a possible zip bomb: {detail} (圧縮爆弾の可能性があるため処理しません)")]
+    #[error(
+        "{path}: refused as a possible zip bomb: {detail} (圧縮爆弾の可能性があるため処理しません)"
+    )]
     ZipBomb {
         /// The file.
         path: PathBuf,
@@ -423,7 +425,9 @@ where
             let _ = tx.send(outcome);
         });
     if let Err(e) = spawned {
-        return Err(Fail::Panicked(format!("could not start a worker thread: {e}")));
+        return Err(Fail::Panicked(format!(
+            "could not start a worker thread: {e}"
+        )));
     }
     match rx.recv_timeout(timeout + Duration::from_secs(1)) {
         Ok(Ok(result)) => result,

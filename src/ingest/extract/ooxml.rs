@@ -109,7 +109,11 @@ impl<'a> Package<'a> {
 
     /// The relationships of `part` (`word/document.xml` → `word/_rels/document.xml.rels`):
     /// id → absolute part name.
-    pub fn relationships(&mut self, part: &str, ctx: &Ctx) -> Result<HashMap<String, String>, Fail> {
+    pub fn relationships(
+        &mut self,
+        part: &str,
+        ctx: &Ctx,
+    ) -> Result<HashMap<String, String>, Fail> {
         let (dir, file) = part.rsplit_once('/').unwrap_or(("", part));
         let rels_name = if dir.is_empty() {
             format!("_rels/{file}.rels")
@@ -159,7 +163,10 @@ fn resolve(dir: &str, target: &str) -> String {
 
 fn decode_xml_bytes(data: &[u8]) -> String {
     match encoding_rs::Encoding::for_bom(data) {
-        Some((encoding, bom)) => encoding.decode_without_bom_handling(&data[bom..]).0.into_owned(),
+        Some((encoding, bom)) => encoding
+            .decode_without_bom_handling(&data[bom..])
+            .0
+            .into_owned(),
         None => String::from_utf8_lossy(data).into_owned(),
     }
 }
@@ -214,7 +221,7 @@ pub(crate) fn walk(xml: &str, ctx: &Ctx, mut f: impl FnMut(XmlEvent<'_>)) -> Res
     let mut attrs: Vec<(String, String)> = Vec::new();
     loop {
         count += 1;
-        if count % 8192 == 0 {
+        if count.is_multiple_of(8192) {
             ctx.check()?;
         }
         let event = reader
@@ -231,7 +238,10 @@ pub(crate) fn walk(xml: &str, ctx: &Ctx, mut f: impl FnMut(XmlEvent<'_>)) -> Res
                     attrs.push((a.key.as_ref().to_string(), value));
                 }
                 let name = local(e.name().as_ref()).to_string();
-                f(XmlEvent::Open { name: &name, attrs: &attrs });
+                f(XmlEvent::Open {
+                    name: &name,
+                    attrs: &attrs,
+                });
                 if matches!(event, Event::Empty(_)) {
                     f(XmlEvent::Close { name: &name });
                 }
@@ -272,7 +282,13 @@ mod tests {
     #[test]
     fn relationship_targets_resolve() {
         assert_eq!(resolve("ppt", "slides/slide1.xml"), "ppt/slides/slide1.xml");
-        assert_eq!(resolve("xl", "/xl/worksheets/sheet1.xml"), "xl/worksheets/sheet1.xml");
-        assert_eq!(resolve("ppt/slides", "../notesSlides/n1.xml"), "ppt/notesSlides/n1.xml");
+        assert_eq!(
+            resolve("xl", "/xl/worksheets/sheet1.xml"),
+            "xl/worksheets/sheet1.xml"
+        );
+        assert_eq!(
+            resolve("ppt/slides", "../notesSlides/n1.xml"),
+            "ppt/notesSlides/n1.xml"
+        );
     }
 }

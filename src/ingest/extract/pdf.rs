@@ -43,12 +43,14 @@ pub(crate) fn extract(bytes: &[u8], ctx: &Ctx) -> Result<RawDocument, Fail> {
             match guarded(|| primary_page(&doc, number)) {
                 Ok(Ok(text)) => Some(text),
                 Ok(Err(e)) => {
-                    out.warnings.push(format!("page {number}: pdf-extract failed: {e}"));
+                    out.warnings
+                        .push(format!("page {number}: pdf-extract failed: {e}"));
                     None
                 }
                 Err(panic) => {
                     primary_panics += 1;
-                    out.warnings.push(format!("page {number}: pdf-extract panicked: {panic}"));
+                    out.warnings
+                        .push(format!("page {number}: pdf-extract panicked: {panic}"));
                     None
                 }
             }
@@ -65,11 +67,13 @@ pub(crate) fn extract(bytes: &[u8], ctx: &Ctx) -> Result<RawDocument, Fail> {
             Ok(Ok(text)) => Some(text),
             Ok(Err(Fail::TimedOut)) => return Err(Fail::TimedOut),
             Ok(Err(e)) => {
-                out.warnings.push(format!("page {number}: fallback decoder failed: {e:?}"));
+                out.warnings
+                    .push(format!("page {number}: fallback decoder failed: {e:?}"));
                 None
             }
             Err(panic) => {
-                out.warnings.push(format!("page {number}: fallback decoder panicked: {panic}"));
+                out.warnings
+                    .push(format!("page {number}: fallback decoder panicked: {panic}"));
                 None
             }
         };
@@ -141,4 +145,40 @@ fn primary_page(doc: &Document, number: u32) -> Result<String, pdf_extract::Outp
         pdf_extract::output_doc_page(doc, &mut output, number)?;
     }
     Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::Limits;
+
+    /// The fallback decoder alone on real PDFs whose fonts have ToUnicode maps (LibreOffice
+    /// TrueType subsets, xdvipdfmx Identity-H CID fonts): it must read them too.
+    #[test]
+    fn fallback_reads_to_unicode_fonts_of_real_pdfs() {
+        let ctx = Ctx::new(&Limits::default());
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/ingest");
+        for (file, page, words) in [
+            (
+                "manual-libreoffice.pdf",
+                2,
+                &["年次有給休暇は、入社", "人事部へ提出すること。"][..],
+            ),
+            (
+                "debian-edu-ja-excerpt.pdf",
+                3,
+                &["ファイルシステムのアクセス設定", "ホームディレクトリ"][..],
+            ),
+        ] {
+            let doc = load(&std::fs::read(dir.join(file)).unwrap()).unwrap();
+            let id = doc.get_pages()[&page];
+            let start = std::time::Instant::now();
+            let text = pdf_fallback::page_text(&doc, id, &ctx).unwrap();
+            eprintln!("{file} p.{page}: fallback {:?}", start.elapsed());
+            assert_eq!(assess(&text), PageQuality::Ok, "{text}");
+            for w in words {
+                assert!(text.contains(w), "{file}: missing {w:?} in\n{text}");
+            }
+        }
+    }
 }

@@ -146,8 +146,8 @@ impl<'a> Interpreter<'a> {
         ctm: Matrix,
         depth: usize,
     ) -> Result<(), Fail> {
-        let content = Content::decode(content)
-            .map_err(|e| Fail::Corrupt(format!("content stream: {e}")))?;
+        let content =
+            Content::decode(content).map_err(|e| Fail::Corrupt(format!("content stream: {e}")))?;
         let mut st = TextState {
             ctm,
             tm: IDENTITY,
@@ -162,7 +162,7 @@ impl<'a> Interpreter<'a> {
         let mut stack: Vec<TextState<'a>> = Vec::new();
         for op in &content.operations {
             self.ops += 1;
-            if self.ops % 4096 == 0 {
+            if self.ops.is_multiple_of(4096) {
                 self.ctx.check()?;
             }
             if self.ops > MAX_OPS_PER_PAGE {
@@ -171,11 +171,7 @@ impl<'a> Interpreter<'a> {
             let args = &op.operands;
             let num = |i: usize| args.get(i).and_then(number).unwrap_or(0.0);
             match op.operator.as_str() {
-                "q" => {
-                    if stack.len() < 256 {
-                        stack.push(st.clone());
-                    }
-                }
+                "q" if stack.len() < 256 => stack.push(st.clone()),
                 "Q" => {
                     if let Some(saved) = stack.pop() {
                         st = saved;
@@ -244,8 +240,7 @@ impl<'a> Interpreter<'a> {
                                 Object::String(s, _) => self.show(&mut st, s),
                                 o => {
                                     if let Some(adjust) = number(o) {
-                                        let vertical =
-                                            st.font.as_ref().is_some_and(|f| f.vertical);
+                                        let vertical = st.font.as_ref().is_some_and(|f| f.vertical);
                                         let d = -adjust / 1000.0 * st.size;
                                         if vertical {
                                             advance(&mut st, 0.0, -d);
@@ -311,7 +306,11 @@ impl<'a> Interpreter<'a> {
     }
 
     /// The decoder for font resource `name`.
-    fn font(&mut self, resources: Option<&'a Dictionary>, name: &[u8]) -> Option<Rc<FontDecoder<'a>>> {
+    fn font(
+        &mut self,
+        resources: Option<&'a Dictionary>,
+        name: &[u8],
+    ) -> Option<Rc<FontDecoder<'a>>> {
         let doc = self.doc;
         let fonts = resources
             .and_then(|r| r.get(b"Font").ok())
@@ -337,14 +336,19 @@ impl<'a> Interpreter<'a> {
         let scale = (trm[0] * trm[3] - trm[1] * trm[2]).abs().sqrt();
         let size = (st.size * scale).abs().max(0.1);
         if let Some((lx, ly, lsize, vertical)) = self.last {
-            let (across, along) = if vertical { (x - lx, ly - y) } else { (ly - y, x - lx) };
+            let (across, along) = if vertical {
+                (x - lx, ly - y)
+            } else {
+                (ly - y, x - lx)
+            };
             let tolerance = lsize.max(size) * 0.5;
             if across.abs() > tolerance {
                 self.newline();
-            } else if along > size * 0.8
-                || (along > size * 0.15 && self.out.ends_with(|c: char| c.is_ascii_alphanumeric()))
-            {
-                if !self.out.ends_with([' ', '\n']) && !self.out.is_empty() {
+            } else {
+                let word_gap = along > size * 0.8
+                    || (along > size * 0.15
+                        && self.out.ends_with(|c: char| c.is_ascii_alphanumeric()));
+                if word_gap && !self.out.ends_with([' ', '\n']) && !self.out.is_empty() {
                     self.out.push(' ');
                 }
             }
@@ -352,7 +356,12 @@ impl<'a> Interpreter<'a> {
         for (code, text) in font.decode(bytes) {
             self.out.push_str(&text);
             let width = font.width(code) / 1000.0;
-            let spacing = st.char_spacing + if code == 32 && font.single_byte() { st.word_spacing } else { 0.0 };
+            let spacing = st.char_spacing
+                + if code == 32 && font.single_byte() {
+                    st.word_spacing
+                } else {
+                    0.0
+                };
             if font.vertical {
                 advance(st, 0.0, -(st.size + spacing));
             } else {
@@ -423,13 +432,20 @@ struct FontDecoder<'a> {
 
 impl<'a> FontDecoder<'a> {
     fn new(doc: &'a Document, font: &'a Dictionary) -> Self {
-        let subtype = font.get(b"Subtype").and_then(Object::as_name).unwrap_or(b"");
+        let subtype = font
+            .get(b"Subtype")
+            .and_then(Object::as_name)
+            .unwrap_or(b"");
         let to_unicode = font
             .get(b"ToUnicode")
             .ok()
             .map(|o| deref(doc, o))
             .and_then(|o| o.as_stream().ok())
-            .and_then(|s| s.decompressed_content().ok().or_else(|| Some(s.content.clone())))
+            .and_then(|s| {
+                s.decompressed_content()
+                    .ok()
+                    .or_else(|| Some(s.content.clone()))
+            })
             .map(|data| CMap::parse(&data));
         if subtype == b"Type0" {
             let (codec, vertical) = match font.get(b"Encoding").map(|o| deref(doc, o)) {
@@ -447,7 +463,9 @@ impl<'a> FontDecoder<'a> {
                         .is_some_and(|w| w == 1.0);
                     match cmap.use_cmap.as_deref().map(predefined) {
                         Some((codec, v)) if cmap.codespace.is_empty() => (codec, v || vertical),
-                        _ if !cmap.codespace.is_empty() => (Codec::Ranges(cmap.codespace), vertical),
+                        _ if !cmap.codespace.is_empty() => {
+                            (Codec::Ranges(cmap.codespace), vertical)
+                        }
                         _ => (Codec::TwoByte, vertical),
                     }
                 }
@@ -479,7 +497,10 @@ impl<'a> FontDecoder<'a> {
     }
 
     fn width(&self, code: u32) -> f64 {
-        self.widths.get(&code).copied().unwrap_or(self.default_width)
+        self.widths
+            .get(&code)
+            .copied()
+            .unwrap_or(self.default_width)
     }
 
     /// Splits `bytes` into codes and decodes each to text.
@@ -504,7 +525,10 @@ impl<'a> FontDecoder<'a> {
 
     /// Unicode-based predefined CMaps are exact; trust them over a ToUnicode map.
     fn prefers_own_bytes(&self) -> bool {
-        matches!(self.codec, Codec::Ucs2 | Codec::Utf16 | Codec::Utf8 | Codec::Utf32)
+        matches!(
+            self.codec,
+            Codec::Ucs2 | Codec::Utf16 | Codec::Utf8 | Codec::Utf32
+        )
     }
 
     fn code_len(&self, rest: &[u8]) -> usize {
@@ -551,8 +575,7 @@ impl<'a> FontDecoder<'a> {
             Codec::Ranges(ranges) => ranges
                 .iter()
                 .find(|(len, lo, hi)| {
-                    rest.len() >= *len
-                        && (0..*len).all(|k| lo[k] <= rest[k] && rest[k] <= hi[k])
+                    rest.len() >= *len && (0..*len).all(|k| lo[k] <= rest[k] && rest[k] <= hi[k])
                 })
                 .map(|(len, _, _)| *len)
                 .unwrap_or(1),
@@ -671,9 +694,10 @@ fn cid_widths(doc: &Document, font: &Dictionary, codec: &Codec<'_>) -> (HashMap<
                     i += 2;
                 }
                 Some(last) => {
-                    let (Some(last), Some(v)) =
-                        (number(last), w.get(i + 2).map(|o| deref(doc, o)).and_then(number))
-                    else {
+                    let (Some(last), Some(v)) = (
+                        number(last),
+                        w.get(i + 2).map(|o| deref(doc, o)).and_then(number),
+                    ) else {
                         break;
                     };
                     let (first, last) = (first as u32, last as u32);
@@ -747,7 +771,9 @@ impl CMap {
             match &toks[i] {
                 Tok::Word(w) if w == "begincodespacerange" => {
                     i += 1;
-                    while let (Some(Tok::Hex(lo)), Some(Tok::Hex(hi))) = (toks.get(i), toks.get(i + 1)) {
+                    while let (Some(Tok::Hex(lo)), Some(Tok::Hex(hi))) =
+                        (toks.get(i), toks.get(i + 1))
+                    {
                         if lo.len() == hi.len() && !lo.is_empty() && lo.len() <= 4 {
                             cmap.codespace.push((lo.len(), lo.clone(), hi.clone()));
                         }
@@ -765,7 +791,9 @@ impl CMap {
                 }
                 Tok::Word(w) if w == "beginbfrange" => {
                     i += 1;
-                    while let (Some(Tok::Hex(lo)), Some(Tok::Hex(hi))) = (toks.get(i), toks.get(i + 1)) {
+                    while let (Some(Tok::Hex(lo)), Some(Tok::Hex(hi))) =
+                        (toks.get(i), toks.get(i + 1))
+                    {
                         i += 2;
                         match toks.get(i) {
                             Some(Tok::Hex(dst)) => {
@@ -866,7 +894,10 @@ fn tokenize(data: &[u8]) -> Vec<Tok> {
             b'<' if data.get(i + 1) == Some(&b'<') => i += 2,
             b'>' if data.get(i + 1) == Some(&b'>') => i += 2,
             b'<' => {
-                let end = data[i..].iter().position(|&c| c == b'>').map_or(data.len(), |p| i + p);
+                let end = data[i..]
+                    .iter()
+                    .position(|&c| c == b'>')
+                    .map_or(data.len(), |p| i + p);
                 let digits: Vec<u8> = data[i + 1..end]
                     .iter()
                     .filter(|c| c.is_ascii_hexdigit())
@@ -915,7 +946,9 @@ fn tokenize(data: &[u8]) -> Vec<Tok> {
                 while i < data.len() && !is_delimiter(data[i]) {
                     i += 1;
                 }
-                toks.push(Tok::Name(String::from_utf8_lossy(&data[start..i]).into_owned()));
+                toks.push(Tok::Name(
+                    String::from_utf8_lossy(&data[start..i]).into_owned(),
+                ));
             }
             _ if b.is_ascii_whitespace() => i += 1,
             _ => {
@@ -926,7 +959,9 @@ fn tokenize(data: &[u8]) -> Vec<Tok> {
                 if i == start {
                     i += 1;
                 } else {
-                    toks.push(Tok::Word(String::from_utf8_lossy(&data[start..i]).into_owned()));
+                    toks.push(Tok::Word(
+                        String::from_utf8_lossy(&data[start..i]).into_owned(),
+                    ));
                 }
             }
         }
@@ -975,9 +1010,15 @@ mod tests {
     #[test]
     fn predefined_cmaps_decode_directly() {
         let ucs2: Vec<u8> = "規程A".encode_utf16().flat_map(u16::to_be_bytes).collect();
-        assert_eq!(text(&decoder(predefined("UniJIS-UCS2-H").0), &ucs2), "規程A");
+        assert_eq!(
+            text(&decoder(predefined("UniJIS-UCS2-H").0), &ucs2),
+            "規程A"
+        );
         let sjis = encoding_rs::SHIFT_JIS.encode("第1条 ｶﾅ").0;
-        assert_eq!(text(&decoder(predefined("90ms-RKSJ-H").0), &sjis), "第1条 ｶﾅ");
+        assert_eq!(
+            text(&decoder(predefined("90ms-RKSJ-H").0), &sjis),
+            "第1条 ｶﾅ"
+        );
         let euc = encoding_rs::EUC_JP.encode("休暇").0;
         assert_eq!(text(&decoder(predefined("EUC-H").0), &euc), "休暇");
         let jis: Vec<u8> = euc.iter().map(|b| b & 0x7F).collect();

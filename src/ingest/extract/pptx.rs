@@ -5,7 +5,7 @@
 //! get reordered). Paragraphs are lines, table cells tabs; speaker notes, which often hold
 //! the actual explanation, follow the slide text under a `[ノート]` line.
 
-use super::ooxml::{attr, prefixed_attr, walk, Package, XmlEvent};
+use super::ooxml::{prefixed_attr, walk, Package, XmlEvent};
 use super::{Ctx, Fail, RawDocument};
 
 /// Extracts a PPTX package.
@@ -15,7 +15,11 @@ pub(crate) fn extract(bytes: &[u8], ctx: &Ctx) -> Result<RawDocument, Fail> {
     let rels = pkg.relationships("ppt/presentation.xml", ctx)?;
     let mut slides: Vec<String> = Vec::new();
     walk(&presentation, ctx, |ev| {
-        if let XmlEvent::Open { name: "sldId", attrs } = ev {
+        if let XmlEvent::Open {
+            name: "sldId",
+            attrs,
+        } = ev
+        {
             if let Some(target) = prefixed_attr(attrs, "id").and_then(|id| rels.get(id)) {
                 slides.push(target.clone());
             }
@@ -30,7 +34,8 @@ pub(crate) fn extract(bytes: &[u8], ctx: &Ctx) -> Result<RawDocument, Fail> {
         ctx.check()?;
         let number = i as u32 + 1;
         let Some(xml) = pkg.read(part)? else {
-            doc.warnings.push(format!("slide {number}: part {part} is missing"));
+            doc.warnings
+                .push(format!("slide {number}: part {part} is missing"));
             doc.pages.push((number, String::new()));
             continue;
         };

@@ -58,7 +58,10 @@ pub(crate) fn decode_declared(
     }
     match guess(bytes) {
         Ok(found) => Ok(found),
-        Err(_) => Ok((declared.decode_without_bom_handling(bytes).0.into_owned(), declared)),
+        Err(_) => Ok((
+            declared.decode_without_bom_handling(bytes).0.into_owned(),
+            declared,
+        )),
     }
 }
 
@@ -67,11 +70,10 @@ fn guess(bytes: &[u8]) -> Result<(String, &'static Encoding), Fail> {
     let mut best: Option<(f64, String, &'static Encoding)> = None;
     for encoding in [UTF_8, SHIFT_JIS, EUC_JP, UTF_16LE, UTF_16BE] {
         let is_utf16 = encoding == UTF_16LE || encoding == UTF_16BE;
-        if is_utf16 && bytes.len() % 2 != 0 {
+        if is_utf16 && !bytes.len().is_multiple_of(2) {
             continue;
         }
-        let Some(text) = encoding.decode_without_bom_handling_and_without_replacement(bytes)
-        else {
+        let Some(text) = encoding.decode_without_bom_handling_and_without_replacement(bytes) else {
             continue;
         };
         let mut score = plausibility(&text);
@@ -122,7 +124,7 @@ fn plausibility(text: &str) -> f64 {
             }
             _ if c.is_control() => -4.0,
             0xA0..=0x17F | 0x370..=0x4FF | 0x2000..=0x2BFF | 0x3400..=0x4DBF => 0.8,
-            0xE000..=0xF8FF | 0xF900..=0xFAFF => -1.0,
+            0xE000..=0xFAFF => -1.0, // private use, CJK compatibility ideographs
             0x1F300..=0x1FAFF | 0x20000..=0x2FFFF => 0.5,
             _ => 0.0,
         };
@@ -138,7 +140,8 @@ fn plausibility(text: &str) -> f64 {
 mod tests {
     use super::*;
 
-    const SAMPLE: &str = "お知らせ：年末年始の休業について\n12月29日から1月3日まで休業いたします。\n";
+    const SAMPLE: &str =
+        "お知らせ：年末年始の休業について\n12月29日から1月3日まで休業いたします。\n";
 
     fn roundtrip(encoding: &'static Encoding) -> &'static Encoding {
         let (bytes, _, _) = encoding.encode(SAMPLE);
@@ -157,8 +160,17 @@ mod tests {
     #[test]
     fn detects_utf16_without_bom() {
         for (encoding, bytes) in [
-            (UTF_16LE, SAMPLE.encode_utf16().flat_map(u16::to_le_bytes).collect::<Vec<_>>()),
-            (UTF_16BE, SAMPLE.encode_utf16().flat_map(u16::to_be_bytes).collect()),
+            (
+                UTF_16LE,
+                SAMPLE
+                    .encode_utf16()
+                    .flat_map(u16::to_le_bytes)
+                    .collect::<Vec<_>>(),
+            ),
+            (
+                UTF_16BE,
+                SAMPLE.encode_utf16().flat_map(u16::to_be_bytes).collect(),
+            ),
         ] {
             let (text, found) = decode(&bytes).unwrap();
             assert_eq!(found, encoding);
@@ -181,7 +193,9 @@ mod tests {
 
     #[test]
     fn binary_is_refused() {
-        let bytes: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let bytes: Vec<u8> = (0..4096u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
         assert!(matches!(decode(&bytes), Err(Fail::Binary(_))));
     }
 }

@@ -17,7 +17,11 @@ pub(crate) fn extract(bytes: &[u8], ctx: &Ctx) -> Result<RawDocument, Fail> {
     let rels = pkg.relationships("xl/workbook.xml", ctx)?;
     let mut sheets: Vec<(String, String)> = Vec::new();
     walk(&workbook, ctx, |ev| {
-        if let XmlEvent::Open { name: "sheet", attrs } = ev {
+        if let XmlEvent::Open {
+            name: "sheet",
+            attrs,
+        } = ev
+        {
             let name = attr(attrs, "name").unwrap_or("Sheet").to_string();
             if let Some(target) = prefixed_attr(attrs, "id").and_then(|id| rels.get(id)) {
                 sheets.push((name, target.clone()));
@@ -85,7 +89,9 @@ fn column_of(reference: &str) -> Option<usize> {
     let mut col = 0usize;
     let mut any = false;
     for c in reference.chars().take_while(char::is_ascii_alphabetic) {
-        col = col.checked_mul(26)?.checked_add((c.to_ascii_uppercase() as u8 - b'A') as usize + 1)?;
+        col = col
+            .checked_mul(26)?
+            .checked_add((c.to_ascii_uppercase() as u8 - b'A') as usize + 1)?;
         any = true;
     }
     (any && col <= 16_384).then(|| col - 1)
