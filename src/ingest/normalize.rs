@@ -8,7 +8,7 @@
 //!
 //! ```
 //! use kura::ingest::normalize::normalize_text;
-//! assert_eq!(normalize_text("ｶﾀｶﾅ　１２３\r\n\r\n\r\n㈱蔵  \n"), "カタカナ 123\n\n(株)蔵");
+//! assert_eq!(normalize_text("ｶﾀｶﾅ　１２３\r\n\r\n\r\n㈱蔵  \n"), "カタカナ123\n\n(株)蔵");
 //! ```
 
 use unicode_normalization::UnicodeNormalization;
@@ -39,7 +39,46 @@ pub fn normalize_text(text: &str) -> String {
             }
         }
         blank_run = 0;
-        out.push_str(cleaned);
+        out.push_str(&join_cjk_spaces(cleaned));
+    }
+    out
+}
+
+/// Whether `c` is written without spaces around it in Japanese (kana, kanji,
+/// CJK punctuation).
+pub fn is_cjk(c: char) -> bool {
+    matches!(c as u32,
+        0x3000..=0x303f | 0x3040..=0x309f | 0x30a0..=0x30ff | 0x3400..=0x4dbf
+        | 0x4e00..=0x9fff | 0xf900..=0xfaff | 0xff00..=0xffef)
+}
+
+/// Drops spaces that PDF text extraction inserts around Japanese: between two
+/// CJK characters (a wrapped line: `次の表の とおり`) and between CJK and a
+/// digit or Latin letter (`3 営業日前`, `KintaiNavi で`). Japanese is written
+/// without them, and keyword search and answer matching depend on that.
+/// Spaces between two Latin words are kept.
+fn join_cjk_spaces(line: &str) -> String {
+    let chars: Vec<char> = line.chars().collect();
+    let mut out = String::with_capacity(line.len());
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c == ' ' && !out.is_empty() {
+            let mut j = i;
+            while j < chars.len() && chars[j] == ' ' {
+                j += 1;
+            }
+            let prev = out.chars().next_back().expect("not empty");
+            if let Some(&next) = chars.get(j) {
+                let joinable = |a: char, b: char| is_cjk(a) && (is_cjk(b) || b.is_ascii_alphanumeric());
+                if joinable(prev, next) || joinable(next, prev) {
+                    i = j;
+                    continue;
+                }
+            }
+        }
+        out.push(c);
+        i += 1;
     }
     out
 }
@@ -60,8 +99,17 @@ mod tests {
     fn nfkc_folds_width_variants_and_keeps_lines() {
         assert_eq!(
             normalize_text("第１章　総則\nｺﾝﾋﾟｭｰﾀ①\n"),
-            "第1章 総則\nコンピュータ1"
+            "第1章総則\nコンピュータ1"
         );
+    }
+
+    #[test]
+    fn spaces_pdf_extraction_puts_into_japanese_are_removed() {
+        assert_eq!(
+            normalize_text("原則として 3 営業日前までに KintaiNavi で申請する。次の表の とおり"),
+            "原則として3営業日前までにKintaiNaviで申請する。次の表のとおり"
+        );
+        assert_eq!(normalize_text("Use oil ISO VG 32 every 1.5 months"), "Use oil ISO VG 32 every 1.5 months");
     }
 
     #[test]
