@@ -18,7 +18,8 @@ use kura::embed::Embedder;
 /// Builds a passage of exactly `tokens` model tokens by taking a prefix of a long text
 /// at a token boundary.
 fn passage_of(e: &Embedder, seed: usize, tokens: usize) -> String {
-    let base = "蔵は、ネットワークに接続しない一台のワークステーションの上で文書の検索と質問応答を行う。\
+    let base =
+        "蔵は、ネットワークに接続しない一台のワークステーションの上で文書の検索と質問応答を行う。\
                 Kura runs retrieval and question answering on one workstation, offline. ";
     let text = format!("{seed} {}", base.repeat(tokens / 20 + 4));
     let toks = e.tokenize(&text).expect("tokenize");
@@ -28,15 +29,21 @@ fn passage_of(e: &Embedder, seed: usize, tokens: usize) -> String {
 #[test]
 #[ignore = "benchmark: run explicitly in release mode"]
 fn embed_throughput() {
-    let path = std::env::var_os("KURA_BENCH_MODEL").map(PathBuf::from).unwrap_or_else(|| {
-        std::env::var_os("KURA_MODELS")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models"))
-            .join("multilingual-e5-small-q4.e5s1")
-    });
+    let path = std::env::var_os("KURA_BENCH_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            std::env::var_os("KURA_MODELS")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models"))
+                .join("multilingual-e5-small-q4.e5s1")
+        });
     let t = Instant::now();
     let e = Embedder::load(&path, &Device::Cpu).unwrap_or_else(|err| panic!("{err}"));
-    eprintln!("loaded {} in {:.2}s", path.display(), t.elapsed().as_secs_f64());
+    eprintln!(
+        "loaded {} in {:.2}s",
+        path.display(),
+        t.elapsed().as_secs_f64()
+    );
     let batches: usize = std::env::var("KURA_BENCH_BATCHES")
         .ok()
         .and_then(|s| s.parse().ok())

@@ -35,7 +35,8 @@ fn minilm() -> &'static Embedder {
     static MODEL: OnceLock<Embedder> = OnceLock::new();
     MODEL.get_or_init(|| {
         let dir = minilm_dir();
-        Embedder::load(&dir, &Device::Cpu).unwrap_or_else(|e| panic!("loading {}: {e}", dir.display()))
+        Embedder::load(&dir, &Device::Cpu)
+            .unwrap_or_else(|e| panic!("loading {}: {e}", dir.display()))
     })
 }
 
@@ -49,10 +50,19 @@ fn minilm_paraphrases_score_above_unrelated_pairs() {
     assert_eq!(e.kind(), ModelKind::MiniLm);
     assert_eq!(e.dim(), 384);
     let pairs = [
-        ("A man is playing a guitar.", "Someone is strumming a guitar."),
-        ("How do I reset my password?", "I forgot my password, how can I change it?"),
+        (
+            "A man is playing a guitar.",
+            "Someone is strumming a guitar.",
+        ),
+        (
+            "How do I reset my password?",
+            "I forgot my password, how can I change it?",
+        ),
         ("The cat sat on the mat.", "A cat is sitting on a rug."),
-        ("The stock market fell sharply today.", "Share prices dropped steeply this afternoon."),
+        (
+            "The stock market fell sharply today.",
+            "Share prices dropped steeply this afternoon.",
+        ),
     ];
     let texts: Vec<&str> = pairs.iter().flat_map(|(a, b)| [*a, *b]).collect();
     let v = e.embed_passages(&texts).unwrap();

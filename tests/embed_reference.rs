@@ -85,17 +85,35 @@ fn e5_token_ids_match_reference() {
     let e = e5();
     assert_eq!(e.kind(), ModelKind::MultilingualE5);
     for case in reference().cases {
-        let ids: Vec<u32> = e.tokenize(&case.text).unwrap().iter().map(|t| t.id).collect();
-        assert_eq!(ids, case.text_ids, "raw-text ids of {:?}", short(&case.text));
+        let ids: Vec<u32> = e
+            .tokenize(&case.text)
+            .unwrap()
+            .iter()
+            .map(|t| t.id)
+            .collect();
+        assert_eq!(
+            ids,
+            case.text_ids,
+            "raw-text ids of {:?}",
+            short(&case.text)
+        );
         let prefixed = format!("{}{}", prefix(&case.kind), case.text);
         let mut model_ids = vec![0];
         model_ids.extend(e.tokenize(&prefixed).unwrap().iter().map(|t| t.id));
         model_ids.push(2);
-        assert_eq!(model_ids, case.ids, "model input of {:?}", short(&case.text));
+        assert_eq!(
+            model_ids,
+            case.ids,
+            "model input of {:?}",
+            short(&case.text)
+        );
         // The prefix adds a fixed number of tokens, so chunk sizes in
         // `count_tokens` translate exactly into model inputs.
         let prefix_tokens = if case.kind == "query" { 3 } else { 2 };
-        assert_eq!(case.ids.len(), 2 + prefix_tokens + e.count_tokens(&case.text));
+        assert_eq!(
+            case.ids.len(),
+            2 + prefix_tokens + e.count_tokens(&case.text)
+        );
     }
     assert_eq!(e.max_tokens(), 512 - 2 - 2);
 }
@@ -107,7 +125,11 @@ fn e5_token_offsets_cover_the_text() {
         let tokens = e.tokenize(&case.text).unwrap();
         let mut last = 0;
         for t in &tokens {
-            assert!(t.start >= last && t.end >= t.start, "{:?}: {t:?}", short(&case.text));
+            assert!(
+                t.start >= last && t.end >= t.start,
+                "{:?}: {t:?}",
+                short(&case.text)
+            );
             assert!(case.text.is_char_boundary(t.start) && case.text.is_char_boundary(t.end));
             last = t.start;
         }
@@ -185,7 +207,10 @@ fn e5_english_query_finds_japanese_passage() {
         "味噌汁は日本の家庭料理です。",
     ];
     let pv = e.embed_passages(&passages).unwrap();
-    let q = e.embed_queries(&["What is the capital of Japan?"]).unwrap().remove(0);
+    let q = e
+        .embed_queries(&["What is the capital of Japan?"])
+        .unwrap()
+        .remove(0);
     let scores: Vec<f32> = pv.iter().map(|p| dot(&q, p)).collect();
     assert!(scores[1] > scores[0] && scores[1] > scores[2], "{scores:?}");
 }
@@ -206,7 +231,12 @@ fn truncated_or_garbage_model_is_an_error_naming_the_file() {
     let cases = [
         ("cut-in-vocab.e5s1", real[..1 << 20].to_vec()),
         ("cut-in-tensors.e5s1", real[..real.len() - 4096].to_vec()),
-        ("garbage.e5s1", (0..1u32 << 16).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect()),
+        (
+            "garbage.e5s1",
+            (0..1u32 << 16)
+                .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+                .collect(),
+        ),
     ];
     for (name, bytes) in cases {
         let path = dir.path().join(name);

@@ -282,12 +282,12 @@ fn read_header(cur: &mut Cursor<'_>) -> Result<Header> {
     let layer_norm_eps = cur.f32("layer-norm epsilon")?;
     let block = cur.i32("quantization block")?;
     if block != Q4_0_BLOCK as i32 {
-        return Err(cur.corrupt(format!(
-            "quantization block {block}, expected {Q4_0_BLOCK}"
-        )));
+        return Err(cur.corrupt(format!("quantization block {block}, expected {Q4_0_BLOCK}")));
     }
     if !hidden.is_multiple_of(heads) {
-        return Err(cur.corrupt(format!("hidden size {hidden} not divisible by {heads} heads")));
+        return Err(cur.corrupt(format!(
+            "hidden size {hidden} not divisible by {heads} heads"
+        )));
     }
     if !hidden.is_multiple_of(Q4_0_BLOCK) || !intermediate.is_multiple_of(Q4_0_BLOCK) {
         return Err(cur.corrupt(format!(
@@ -312,7 +312,10 @@ fn read_header(cur: &mut Cursor<'_>) -> Result<Header> {
 fn read_vocabulary(cur: &mut Cursor<'_>, vocab_rows: usize) -> Result<Vocabulary> {
     let n = cur.bounded("vocabulary size", vocab_rows as i32, false)?;
     let mut special = [0u32; 4];
-    for (slot, what) in special.iter_mut().zip(["bos id", "eos id", "pad id", "unk id"]) {
+    for (slot, what) in special
+        .iter_mut()
+        .zip(["bos id", "eos id", "pad id", "unk id"])
+    {
         let id = cur.i32(what)?;
         if id < 0 || id as usize >= n {
             return Err(cur.corrupt(format!("{what} {id} outside the vocabulary of {n}")));
@@ -429,7 +432,10 @@ fn read_directory(cur: &mut Cursor<'_>) -> Result<HashMap<String, TensorEntry>> 
                 found: format!("{bytes} bytes"),
             });
         }
-        if offset.checked_add(bytes).is_none_or(|end| end > file_len as u64) {
+        if offset
+            .checked_add(bytes)
+            .is_none_or(|end| end > file_len as u64)
+        {
             return Err(EmbedError::Truncated {
                 path: cur.path.to_path_buf(),
                 what: format!("tensor {name:?}"),

@@ -26,10 +26,56 @@ const TINY_SPARE_ROWS: usize = 3;
 
 /// Pieces after the four specials; their scores fall with their position.
 const TINY_PIECES: &[&str] = &[
-    "▁", ",", ".", "。", "、", ":", "▁passage", "▁query", "▁the", "▁a", "▁cat", "▁dog", "▁is",
-    "▁東京", "東京", "東", "京", "は", "日本", "の", "首都", "です", "▁日本", "大阪", "ます", "▁ABC",
-    "A", "B", "C", "a", "b", "c", "d", "e", "g", "h", "i", "k", "n", "o", "p", "q", "r", "s",
-    "t", "u", "y", "1", "2", "3",
+    "▁",
+    ",",
+    ".",
+    "。",
+    "、",
+    ":",
+    "▁passage",
+    "▁query",
+    "▁the",
+    "▁a",
+    "▁cat",
+    "▁dog",
+    "▁is",
+    "▁東京",
+    "東京",
+    "東",
+    "京",
+    "は",
+    "日本",
+    "の",
+    "首都",
+    "です",
+    "▁日本",
+    "大阪",
+    "ます",
+    "▁ABC",
+    "A",
+    "B",
+    "C",
+    "a",
+    "b",
+    "c",
+    "d",
+    "e",
+    "g",
+    "h",
+    "i",
+    "k",
+    "n",
+    "o",
+    "p",
+    "q",
+    "r",
+    "s",
+    "t",
+    "u",
+    "y",
+    "1",
+    "2",
+    "3",
 ];
 
 /// Writes a tiny random-weight E5S1 container to `path` (2 layers, hidden 32, 2 heads,
@@ -123,7 +169,8 @@ pub fn tiny_e5s1_bytes(seed: u64) -> Vec<u8> {
 
     // Normalization: control characters dropped, tab/newline/ideographic space to a
     // space, full-width Latin capitals and digits to ASCII.
-    let mut norm: Vec<(u32, Vec<u32>)> = vec![(0x01, vec![]), (0x09, vec![0x20]), (0x0A, vec![0x20])];
+    let mut norm: Vec<(u32, Vec<u32>)> =
+        vec![(0x01, vec![]), (0x09, vec![0x20]), (0x0A, vec![0x20])];
     norm.extend((0xFF10..=0xFF19).map(|c| (c, vec![c - 0xFF10 + 0x30])));
     norm.extend((0xFF21..=0xFF3A).map(|c| (c, vec![c - 0xFF21 + 0x41])));
     norm.insert(3, (0x3000, vec![0x20]));
@@ -142,7 +189,10 @@ pub fn tiny_e5s1_bytes(seed: u64) -> Vec<u8> {
     out.extend_from_slice(&table);
 
     // Directory, then the tensor data at 64-byte aligned offsets.
-    let dir_len: usize = 4 + tensors.iter().map(|(n, ..)| 2 + n.len() + 1 + 4 + 8 + 8).sum::<usize>();
+    let dir_len: usize = 4 + tensors
+        .iter()
+        .map(|(n, ..)| 2 + n.len() + 1 + 4 + 8 + 8)
+        .sum::<usize>();
     let mut data_at = (out.len() + dir_len).next_multiple_of(64);
     let mut placed = Vec::with_capacity(tensors.len());
     out.extend((tensors.len() as i32).to_le_bytes());
@@ -217,9 +267,8 @@ mod tests {
 
     #[test]
     fn container_parses() {
-        let file =
-            super::super::e5s1::E5s1File::parse(Path::new("tiny.e5s1"), tiny_e5s1_bytes(1))
-                .unwrap();
+        let file = super::super::e5s1::E5s1File::parse(Path::new("tiny.e5s1"), tiny_e5s1_bytes(1))
+            .unwrap();
         assert_eq!(file.header.hidden, TINY_HIDDEN);
         assert_eq!(file.vocab.pieces.len(), 4 + TINY_PIECES.len());
         assert_eq!(file.normalization.entries.len(), 4 + 10 + 26);

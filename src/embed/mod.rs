@@ -168,7 +168,10 @@ impl Embedder {
             batch_size: DEFAULT_BATCH_SIZE,
         };
         if embedder.max_len < 3 {
-            return Err(EmbedError::corrupt(path, "model window shorter than 3 tokens"));
+            return Err(EmbedError::corrupt(
+                path,
+                "model window shorter than 3 tokens",
+            ));
         }
         // "passage: text" tokenizes as the tokens of "passage:" followed by those of
         // "text" (pieces never span the space, which becomes the text's leading `▁`).
@@ -201,9 +204,9 @@ impl Embedder {
         let max_len = cfg.max_positions.min(MINILM_MAX_LEN);
         let encoder = BertEncoder::from_safetensors(weights, tensors, cfg, device)?;
         let special = |name: &str| {
-            tokenizer.special_id(name).ok_or_else(|| {
-                EmbedError::tokenizer(&tokenizer_path, format!("no {name} token"))
-            })
+            tokenizer
+                .special_id(name)
+                .ok_or_else(|| EmbedError::tokenizer(&tokenizer_path, format!("no {name} token")))
         };
         Ok(Self {
             kind: ModelKind::MiniLm,
@@ -465,7 +468,10 @@ mod tests {
             ("header cut", bytes[..40].to_vec()),
             ("vocab cut", bytes[..200].to_vec()),
             ("data cut", bytes[..bytes.len() - 100].to_vec()),
-            ("garbage", (0..5000u32).map(|i| (i * 7919 % 251) as u8).collect()),
+            (
+                "garbage",
+                (0..5000u32).map(|i| (i * 7919 % 251) as u8).collect(),
+            ),
             ("bad version", {
                 let mut b = bytes.clone();
                 b[4] = 9;
