@@ -1,2 +1,62 @@
 //! The local LLM engine: GGUF loading, our own transformer per architecture,
-//! tokenizer and chat template from the model file, generation.
+//! tokenizer and chat template from the model file, sampling and streaming generation.
+//!
+//! Why our own code rather than candle-transformers' quantized models: those keep the
+//! KV cache inside the model (one conversation at a time) and their linear layers
+//! cannot carry LoRA adapters. Here the weights ([`Model`]) are shared and read-only,
+//! each request owns its [`Session`] (KV cache), and every projection is a
+//! [`Linear`] that can add adapters chosen per request — so the model that was
+//! fine-tuned is the model that is served. `tests/llm_reference.rs` checks the
+//! numerics against candle-transformers on the real model files.
+//!
+//! Map of the module:
+//!
+//! | file | what |
+//! |---|---|
+//! | `gguf.rs` | [`GgufFile`]: metadata and tensors, validated; errors name the file |
+//! | `error.rs` | [`LlmError`] |
+//! | `tokenizer.rs` | [`Tokenizer`] from GGUF metadata; [`TextStream`] for UTF-8-safe streaming |
+//! | `template.rs` | [`ChatTemplate`] (the file's Jinja template, ChatML fallback) |
+//! | `linear.rs` | [`Linear`]: quantized weight + bias + LoRA adapters |
+//! | `layers.rs` | RMSNorm, RoPE, KV cache, grouped-query attention |
+//! | `qwen2.rs`, `llama.rs` | one architecture each |
+//! | `model.rs` | [`Model`] over the architectures, [`Session`] |
+//! | `sampling.rs` | [`Sampler`]: greedy, temperature, top-k/p, min-p, repetition penalty |
+//! | `generate.rs` | [`generate`], [`Llm`] (model + tokenizer + template) |
+//! | `quantize.rs` | [`quantize_gguf`]: re-quantize a GGUF |
+//! | `fixtures.rs` | test support: a tiny random Qwen2 GGUF |
+//!
+//! ```no_run
+//! # fn main() -> Result<(), kura::llm::LlmError> {
+//! use kura::llm::{ChatMessage, GenerateParams, Llm};
+//! let llm = Llm::load("models/smollm2-135m-instruct-q4_1.gguf", &candle_core::Device::Cpu)?;
+//! let mut session = llm.model.new_session();
+//! let reply = llm.chat(&mut session, &[ChatMessage::user("What is the capital of France?")],
+//!     &GenerateParams::default(), None, &mut |piece| print!("{piece}"))?;
+//! assert!(!reply.text.is_empty());
+//! # Ok(()) }
+//! ```
+
+mod error;
+pub mod fixtures;
+mod generate;
+mod gguf;
+pub mod layers;
+mod linear;
+pub mod llama;
+mod model;
+mod quantize;
+pub mod qwen2;
+mod sampling;
+mod template;
+mod tokenizer;
+
+pub use error::{LlmError, Result};
+pub use generate::{generate, FinishReason, GenerateParams, Generation, Llm};
+pub use gguf::{GgufFile, MetadataValue};
+pub use linear::{AdapterId, Linear, LoraAdapter};
+pub use model::{Architecture, Model, ModelInfo, Session, PREFILL_CHUNK};
+pub use quantize::{quantize_gguf, QuantType, QuantizeReport};
+pub use sampling::{argmax, Sampler, SamplingParams};
+pub use template::{ChatMessage, ChatTemplate, Role, CHATML_TEMPLATE};
+pub use tokenizer::{TextStream, Tokenizer, LLAMA3_PATTERN, QWEN2_PATTERN};

@@ -1,0 +1,234 @@
+//! Building blocks shared by the architectures: RMSNorm, rotary position embeddings,
+//! the per-sequence KV cache and grouped-query attention.
+//!
+//! Each architecture file (`qwen2.rs`, `llama.rs`) wires these together in its own
+//! `forward`, so a reader can still follow one model in one file; only the pieces that
+//! are identical across families live here.
+
+use super::error::Result;
+use candle_core::{DType, Device, Tensor};
+
+/// Root-mean-square layer norm with a learned scale.
+#[derive(Debug, Clone)]
+pub struct RmsNorm {
+    weight: Tensor,
+    eps: f32,
+}
+
+impl RmsNorm {
+    /// `weight: [hidden]`.
+    pub fn new(weight: Tensor, eps: f32) -> Self {
+        Self { weight, eps }
+    }
+
+    /// Normalizes over the last dimension (fused kernel; inference only).
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(candle_nn::ops::rms_norm(x, &self.weight, self.eps)?)
+    }
+}
+
+/// How rotary embeddings pair up the dimensions of a head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RopeStyle {
+    /// GPT-NeoX style: dimension `i` rotates with `i + d/2` (Qwen2).
+    Neox,
+    /// Interleaved: dimension `2i` rotates with `2i + 1`. llama.cpp's converter
+    /// permutes Llama's q/k weights into this layout, so Llama GGUFs use it.
+    Interleaved,
+}
+
+/// Precomputed cos/sin tables for rotary position embeddings.
+#[derive(Debug, Clone)]
+pub struct Rotary {
+    cos: Tensor,
+    sin: Tensor,
+    style: RopeStyle,
+}
+
+impl Rotary {
+    /// Tables for positions `0..max_positions` of a head of `dim` rotated dimensions.
+    pub fn new(
+        dim: usize,
+        base: f32,
+        max_positions: usize,
+        style: RopeStyle,
+        device: &Device,
+    ) -> Result<Self> {
+        let inv_freq: Vec<f32> = (0..dim)
+            .step_by(2)
+            .map(|i| 1f32 / base.powf(i as f32 / dim as f32))
+            .collect();
+        let half = inv_freq.len();
+        let mut cos = Vec::with_capacity(max_positions * half);
+        let mut sin = Vec::with_capacity(max_positions * half);
+        for p in 0..max_positions {
+            for f in &inv_freq {
+                let angle = p as f32 * f;
+                cos.push(angle.cos());
+                sin.push(angle.sin());
+            }
+        }
+        Ok(Self {
+            cos: Tensor::from_vec(cos, (max_positions, half), device)?,
+            sin: Tensor::from_vec(sin, (max_positions, half), device)?,
+            style,
+        })
+    }
+
+    /// Positions the tables cover.
+    pub fn max_positions(&self) -> usize {
+        self.cos.dims()[0]
+    }
+
+    /// Rotates `x: [batch, heads, seq, head_dim]` for positions `start..start+seq`.
+    pub fn apply(&self, x: &Tensor, start: usize) -> Result<Tensor> {
+        let (_, _, seq, _) = x.dims4()?;
+        let cos = self.cos.narrow(0, start, seq)?;
+        let sin = self.sin.narrow(0, start, seq)?;
+        let x = x.contiguous()?;
+        Ok(match self.style {
+            RopeStyle::Neox => candle_nn::rotary_emb::rope(&x, &cos, &sin)?,
+            RopeStyle::Interleaved => candle_nn::rotary_emb::rope_i(&x, &cos, &sin)?,
+        })
+    }
+}
+
+/// Keys and values of one layer for one sequence, in a buffer that grows by doubling,
+/// so appending a token copies only that token.
+#[derive(Debug, Clone)]
+pub struct KvCache {
+    k: Option<Tensor>,
+    v: Option<Tensor>,
+    len: usize,
+}
+
+impl Default for KvCache {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+const KV_INITIAL_CAPACITY: usize = 256;
+
+impl KvCache {
+    /// An empty cache.
+    pub fn new() -> Self {
+        Self {
+            k: None,
+            v: None,
+            len: 0,
+        }
+    }
+
+    /// Tokens held.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the cache is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Forgets everything after the first `len` tokens (keeps the buffer).
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+
+    fn capacity(&self) -> usize {
+        self.k.as_ref().map_or(0, |k| k.dims()[2])
+    }
+
+    /// Appends `k`, `v` (`[1, kv_heads, seq, head_dim]`) and returns views of all keys and
+    /// values held, `[1, kv_heads, len, head_dim]`.
+    pub fn append(&mut self, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
+        let (b, h, seq, d) = k.dims4()?;
+        let needed = self.len + seq;
+        if needed > self.capacity() {
+            let cap = needed.max(2 * self.capacity()).max(KV_INITIAL_CAPACITY);
+            let new_k = Tensor::zeros((b, h, cap, d), k.dtype(), k.device())?;
+            let new_v = Tensor::zeros((b, h, cap, d), v.dtype(), v.device())?;
+            if let (Some(old_k), Some(old_v)) = (&self.k, &self.v) {
+                if self.len > 0 {
+                    new_k.slice_set(&old_k.narrow(2, 0, self.len)?.contiguous()?, 2, 0)?;
+                    new_v.slice_set(&old_v.narrow(2, 0, self.len)?.contiguous()?, 2, 0)?;
+                }
+            }
+            self.k = Some(new_k);
+            self.v = Some(new_v);
+        }
+        let (ck, cv) = match (&self.k, &self.v) {
+            (Some(k), Some(v)) => (k, v),
+            _ => unreachable!("allocated above"),
+        };
+        ck.slice_set(&k.contiguous()?, 2, self.len)?;
+        cv.slice_set(&v.contiguous()?, 2, self.len)?;
+        self.len = needed;
+        Ok((ck.narrow(2, 0, self.len)?, cv.narrow(2, 0, self.len)?))
+    }
+}
+
+/// Additive causal mask `[seq, start + seq]`: query `i` (at position `start + i`) sees
+/// keys `0..=start + i`.
+pub fn causal_mask(seq: usize, start: usize, device: &Device) -> Result<Tensor> {
+    let kv = start + seq;
+    let mask: Vec<f32> = (0..seq)
+        .flat_map(|i| {
+            (0..kv).map(move |j| {
+                if j > start + i {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
+        })
+        .collect();
+    Ok(Tensor::from_vec(mask, (seq, kv), device)?)
+}
+
+/// Scaled dot-product attention with grouped-query heads, without copying K/V per head.
+///
+/// `q: [1, heads, seq, d]` (contiguous), `k`, `v: [1, kv_heads, kv_len, d]`,
+/// `mask: [seq, kv_len]` additive. Returns `[1, seq, heads * d]`.
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+    let (b, heads, seq, d) = q.dims4()?;
+    let kv_heads = k.dims()[1];
+    let kv_len = k.dims()[2];
+    let rep = heads / kv_heads;
+    // Heads h = g·rep + r share K/V group g: stack their queries as rows of one matrix.
+    let q = q.contiguous()?.reshape((b, kv_heads, rep * seq, d))?;
+    let att = (q.matmul(&k.t()?)? / (d as f64).sqrt())?;
+    let att = match mask {
+        None => att,
+        Some(mask) => att
+            .reshape((b, kv_heads, rep, seq, kv_len))?
+            .broadcast_add(mask)?
+            .reshape((b, kv_heads, rep * seq, kv_len))?,
+    };
+    let att = candle_nn::ops::softmax_last_dim(&att)?;
+    let y = att.matmul(v)?; // [b, kv_heads, rep*seq, d]
+    let y = y
+        .reshape((b, heads, seq, d))?
+        .transpose(1, 2)?
+        .reshape((b, seq, heads * d))?;
+    Ok(y)
+}
+
+/// SwiGLU feed-forward activation: `silu(gate) * up`.
+pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    Ok((candle_nn::ops::silu(gate)? * up)?)
+}
+
+/// Picks the last position of `[1, seq, hidden]` as `[1, 1, hidden]`.
+pub fn last_position(x: &Tensor) -> Result<Tensor> {
+    let seq = x.dim(1)?;
+    Ok(x.narrow(1, seq - 1, 1)?.contiguous()?)
+}
+
+/// Flattens logits `[1, 1, vocab]` to an f32 vector.
+pub fn logits_to_vec(logits: &Tensor) -> Result<Vec<f32>> {
+    Ok(logits
+        .flatten_all()?
+        .to_dtype(DType::F32)?
+        .to_vec1::<f32>()?)
+}

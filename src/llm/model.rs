@@ -1,0 +1,326 @@
+//! [`Model`]: one type over the supported architectures, chosen by the file's
+//! `general.architecture`, and [`Session`], the per-conversation state.
+//!
+//! A `Model` is read-only during inference (`&self`), so one loaded model can serve
+//! many requests at once; everything that changes while generating — the KV cache and
+//! the tokens it holds — lives in a [`Session`] that the caller owns. Two requests with
+//! two sessions never see each other's state.
+
+use super::error::{LlmError, Result};
+use super::gguf::GgufFile;
+use super::layers::{self, KvCache};
+use super::linear::{AdapterId, Linear, LoraAdapter};
+use super::{llama, qwen2};
+use candle_core::{Device, Tensor};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Prompts are fed in chunks of this many tokens, which bounds the memory of the
+/// attention scores (`heads × chunk × context`) for long prompts.
+pub const PREFILL_CHUNK: usize = 512;
+
+static NEXT_MODEL_ID: AtomicU64 = AtomicU64::new(1);
+
+/// The supported model families.
+#[derive(Debug, Clone)]
+pub enum Architecture {
+    /// Qwen2 / Qwen2.5.
+    Qwen2(qwen2::Model),
+    /// Llama-family (Llama 2/3, SmolLM2).
+    Llama(llama::Model),
+}
+
+/// Facts about a loaded model that callers need (context size, vocabulary, …).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelInfo {
+    /// `general.architecture`.
+    pub architecture: String,
+    /// `general.name`, if present.
+    pub name: Option<String>,
+    /// Trained context length in tokens.
+    pub context_length: usize,
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Number of decoder blocks.
+    pub num_layers: usize,
+    /// Hidden size.
+    pub hidden_size: usize,
+}
+
+/// A loaded chat model (weights only) with its attached LoRA adapters.
+#[derive(Debug, Clone)]
+pub struct Model {
+    arch: Architecture,
+    info: ModelInfo,
+    id: u64,
+    adapters: HashMap<String, AdapterId>,
+    next_adapter: u32,
+}
+
+/// Per-sequence state: the KV cache of every layer and the tokens it holds.
+#[derive(Debug, Clone)]
+pub struct Session {
+    model_id: u64,
+    caches: Vec<KvCache>,
+    tokens: Vec<u32>,
+    context_length: usize,
+    adapters: Vec<AdapterId>,
+}
+
+impl Session {
+    /// Tokens whose keys and values are cached.
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+    /// Number of cached tokens (the next token's position).
+    pub fn len(&self) -> usize {
+        self.tokens.len()
+    }
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+    /// The most tokens this session may hold (the model's context unless lowered).
+    pub fn context_length(&self) -> usize {
+        self.context_length
+    }
+    /// Lowers the context limit (e.g. to bound memory per request).
+    pub fn set_context_length(&mut self, n: usize) {
+        self.context_length = n.min(self.context_length);
+    }
+    /// Forgets everything after the first `n` tokens.
+    pub fn truncate(&mut self, n: usize) {
+        self.tokens.truncate(n);
+        for c in &mut self.caches {
+            c.truncate(n);
+        }
+    }
+    /// Forgets everything.
+    pub fn clear(&mut self) {
+        self.truncate(0);
+    }
+    /// The LoRA adapters this session runs with (none: the base model).
+    pub fn adapters(&self) -> &[AdapterId] {
+        &self.adapters
+    }
+    /// Chooses the adapters for this session. Changing them invalidates the cache.
+    pub fn set_adapters(&mut self, adapters: Vec<AdapterId>) {
+        if adapters != self.adapters {
+            self.clear();
+            self.adapters = adapters;
+        }
+    }
+}
+
+impl Model {
+    /// Opens a GGUF file and loads the architecture it names.
+    pub fn load(path: impl AsRef<Path>, device: &Device) -> Result<Self> {
+        let mut file = GgufFile::open(path)?;
+        Self::from_gguf(&mut file, device)
+    }
+
+    /// Loads from an already open GGUF file.
+    pub fn from_gguf(file: &mut GgufFile, device: &Device) -> Result<Self> {
+        let arch_name = file.architecture()?.to_string();
+        let name = file.string_opt("general.name")?.map(str::to_string);
+        let (arch, info) = match arch_name.as_str() {
+            "qwen2" => {
+                let m = qwen2::Model::load(file, device)?;
+                let c = m.config();
+                let info = ModelInfo {
+                    architecture: arch_name.clone(),
+                    name,
+                    context_length: c.context_length,
+                    vocab_size: c.vocab_size,
+                    num_layers: c.num_layers,
+                    hidden_size: c.hidden_size,
+                };
+                (Architecture::Qwen2(m), info)
+            }
+            "llama" => {
+                let m = llama::Model::load(file, device)?;
+                let c = m.config();
+                let info = ModelInfo {
+                    architecture: arch_name.clone(),
+                    name,
+                    context_length: c.context_length,
+                    vocab_size: c.vocab_size,
+                    num_layers: c.num_layers,
+                    hidden_size: c.hidden_size,
+                };
+                (Architecture::Llama(m), info)
+            }
+            _ => {
+                return Err(LlmError::UnsupportedArchitecture {
+                    path: file.path().to_path_buf(),
+                    arch: arch_name,
+                })
+            }
+        };
+        Ok(Self {
+            arch,
+            info,
+            id: NEXT_MODEL_ID.fetch_add(1, Ordering::Relaxed),
+            adapters: HashMap::new(),
+            next_adapter: 0,
+        })
+    }
+
+    /// Facts about the model.
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    /// The architecture-specific model.
+    pub fn architecture(&self) -> &Architecture {
+        &self.arch
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        match &self.arch {
+            Architecture::Qwen2(m) => m.device(),
+            Architecture::Llama(m) => m.device(),
+        }
+    }
+
+    /// A new, empty session for this model.
+    pub fn new_session(&self) -> Session {
+        let caches = match &self.arch {
+            Architecture::Qwen2(m) => m.new_caches(),
+            Architecture::Llama(m) => m.new_caches(),
+        };
+        Session {
+            model_id: self.id,
+            caches,
+            tokens: Vec::new(),
+            context_length: self.info.context_length,
+            adapters: Vec::new(),
+        }
+    }
+
+    fn check_session(&self, session: &Session) -> Result<()> {
+        if session.model_id != self.id {
+            return Err(LlmError::SessionMismatch(format!(
+                "created for model #{}, used with model #{}",
+                session.model_id, self.id
+            )));
+        }
+        Ok(())
+    }
+
+    /// Appends `tokens` to the session and returns the logits (`[vocab]`, f32) that
+    /// predict the token after the last one. Long inputs are processed in chunks of
+    /// [`PREFILL_CHUNK`]; only the last position goes through the output projection.
+    pub fn forward(&self, tokens: &[u32], session: &mut Session) -> Result<Tensor> {
+        self.check_session(session)?;
+        if tokens.is_empty() {
+            return Err(LlmError::EmptyPrompt);
+        }
+        let total = session.len() + tokens.len();
+        if total > session.context_length {
+            return Err(LlmError::ContextLength {
+                prompt: total,
+                max_tokens: 0,
+                context: session.context_length,
+            });
+        }
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= self.info.vocab_size) {
+            return Err(LlmError::Tokenizer(format!(
+                "token id {bad} is outside the vocabulary of {}",
+                self.info.vocab_size
+            )));
+        }
+        let mut logits = None;
+        for chunk in tokens.chunks(PREFILL_CHUNK) {
+            let start = session.len();
+            let adapters = session.adapters.clone();
+            let out = match &self.arch {
+                Architecture::Qwen2(m) => m.forward(chunk, start, &mut session.caches, &adapters),
+                Architecture::Llama(m) => m.forward(chunk, start, &mut session.caches, &adapters),
+            };
+            match out {
+                Ok(l) => {
+                    session.tokens.extend_from_slice(chunk);
+                    logits = Some(l);
+                }
+                Err(e) => {
+                    // Leave the session as it was before this chunk.
+                    let n = session.len();
+                    session.truncate(n);
+                    return Err(e);
+                }
+            }
+        }
+        let logits = logits.expect("at least one chunk");
+        Ok(logits.flatten_all()?)
+    }
+
+    /// Like [`Model::forward`] but returns the logits as a vector.
+    pub fn forward_to_vec(&self, tokens: &[u32], session: &mut Session) -> Result<Vec<f32>> {
+        layers::logits_to_vec(&self.forward(tokens, session)?)
+    }
+
+    /// Every LoRA-capable projection of the model (`blk.N.attn_q`, …, `blk.N.ffn_down`).
+    pub fn linears_mut(&mut self) -> Vec<&mut Linear> {
+        match &mut self.arch {
+            Architecture::Qwen2(m) => m.linears_mut(),
+            Architecture::Llama(m) => m.linears_mut(),
+        }
+    }
+
+    /// Attaches a LoRA adapter under `name`: `weights` maps layer names
+    /// (`blk.0.attn_q`, see [`Linear::name`]) to their `A`/`B` pair. Layers not in the
+    /// map are left alone. Re-attaching a name replaces it. Returns the adapter's id
+    /// for [`Session::set_adapters`].
+    pub fn attach_adapter(
+        &mut self,
+        name: &str,
+        weights: HashMap<String, LoraAdapter>,
+    ) -> Result<AdapterId> {
+        let id = match self.adapters.get(name) {
+            Some(id) => *id,
+            None => {
+                let id = AdapterId(self.next_adapter);
+                self.next_adapter += 1;
+                id
+            }
+        };
+        let mut weights = weights;
+        for lin in self.linears_mut() {
+            lin.detach(id);
+            if let Some(ad) = weights.remove(lin.name()) {
+                lin.attach(id, ad)?;
+            }
+        }
+        if let Some(unknown) = weights.keys().next() {
+            for lin in self.linears_mut() {
+                lin.detach(id);
+            }
+            return Err(LlmError::Adapter(format!(
+                "adapter `{name}` names layer `{unknown}`, which this model does not have"
+            )));
+        }
+        self.adapters.insert(name.to_string(), id);
+        Ok(id)
+    }
+
+    /// The id of an attached adapter.
+    pub fn adapter_id(&self, name: &str) -> Option<AdapterId> {
+        self.adapters.get(name).copied()
+    }
+
+    /// Removes an adapter from every layer.
+    pub fn detach_adapter(&mut self, name: &str) -> bool {
+        match self.adapters.remove(name) {
+            Some(id) => {
+                for lin in self.linears_mut() {
+                    lin.detach(id);
+                }
+                true
+            }
+            None => false,
+        }
+    }
+}

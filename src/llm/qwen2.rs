@@ -1,0 +1,361 @@
+//! Qwen2 (and Qwen2.5): a Llama-like decoder with biases on the q/k/v projections.
+//!
+//! Per block: `x += Attn(RMSNorm(x))`, `x += MLP(RMSNorm(x))`, where attention is
+//! grouped-query (e.g. 14 query heads share 2 K/V heads in the 0.5B) with NeoX-style
+//! rotary embeddings (base `qwen2.rope.freq_base`, 1e6 for Qwen2.5) and the MLP is
+//! SwiGLU. The output projection is tied to the token embeddings when the file has no
+//! `output.weight`. Numerics follow candle-transformers' `quantized_qwen2`, which
+//! `tests/llm_reference.rs` checks against; every projection is a LoRA-capable
+//! [`Linear`].
+
+use super::error::{LlmError, Result};
+use super::gguf::GgufFile;
+use super::layers::{self, KvCache, RmsNorm, RopeStyle, Rotary};
+use super::linear::{AdapterId, Linear};
+use candle_core::quantized::QTensor;
+use candle_core::{Device, Tensor};
+use std::sync::Arc;
+
+/// Hyper-parameters, read from `qwen2.*` metadata.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Vocabulary size (rows of the embedding).
+    pub vocab_size: usize,
+    /// Hidden size.
+    pub hidden_size: usize,
+    /// MLP inner size.
+    pub intermediate_size: usize,
+    /// Number of decoder blocks.
+    pub num_layers: usize,
+    /// Query heads.
+    pub num_heads: usize,
+    /// Key/value heads (grouped-query attention).
+    pub num_kv_heads: usize,
+    /// Size of one head.
+    pub head_dim: usize,
+    /// RoPE base.
+    pub rope_theta: f32,
+    /// RMSNorm epsilon.
+    pub rms_norm_eps: f32,
+    /// Trained context length.
+    pub context_length: usize,
+}
+
+impl Config {
+    /// Reads the configuration from a GGUF file's metadata.
+    pub fn from_gguf(file: &GgufFile) -> Result<Self> {
+        let p = "qwen2";
+        let hidden_size = file.u32(&format!("{p}.embedding_length"))? as usize;
+        let num_heads = file.u32(&format!("{p}.attention.head_count"))? as usize;
+        let num_kv_heads = file
+            .u32_opt(&format!("{p}.attention.head_count_kv"))?
+            .map_or(num_heads, |n| n as usize);
+        let (vocab_size, embd) = match file.tensor_info("token_embd.weight") {
+            Some((_, dims)) if dims.len() == 2 => (dims[0], dims[1]),
+            _ => {
+                return Err(LlmError::MissingTensor {
+                    path: file.path().to_path_buf(),
+                    name: "token_embd.weight".into(),
+                })
+            }
+        };
+        let invalid = |key: &str, reason: String| LlmError::InvalidMetadata {
+            path: file.path().to_path_buf(),
+            key: key.to_string(),
+            reason,
+        };
+        if num_heads == 0
+            || num_kv_heads == 0
+            || hidden_size % num_heads != 0
+            || num_heads % num_kv_heads != 0
+        {
+            return Err(invalid(
+                "qwen2.attention.head_count",
+                format!("{num_heads} heads / {num_kv_heads} KV heads do not divide hidden size {hidden_size}"),
+            ));
+        }
+        if embd != hidden_size {
+            return Err(invalid(
+                "qwen2.embedding_length",
+                format!("{hidden_size}, but token_embd.weight has {embd} columns"),
+            ));
+        }
+        Ok(Self {
+            vocab_size,
+            hidden_size,
+            intermediate_size: file.u32(&format!("{p}.feed_forward_length"))? as usize,
+            num_layers: file.u32(&format!("{p}.block_count"))? as usize,
+            num_heads,
+            num_kv_heads,
+            head_dim: hidden_size / num_heads,
+            rope_theta: file
+                .f32_opt(&format!("{p}.rope.freq_base"))?
+                .unwrap_or(10_000.0),
+            rms_norm_eps: file
+                .f32_opt(&format!("{p}.attention.layer_norm_rms_epsilon"))?
+                .unwrap_or(1e-6),
+            context_length: file
+                .u32_opt(&format!("{p}.context_length"))?
+                .map_or(32_768, |n| n as usize),
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Attention {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    num_heads: usize,
+    num_kv_heads: usize,
+    head_dim: usize,
+}
+
+impl Attention {
+    fn forward(
+        &self,
+        x: &Tensor,
+        start: usize,
+        rotary: &Rotary,
+        mask: Option<&Tensor>,
+        cache: &mut KvCache,
+        adapters: &[AdapterId],
+    ) -> Result<Tensor> {
+        let (b, seq, _) = x.dims3()?;
+        let q = self.q.forward(x, adapters)?;
+        let k = self.k.forward(x, adapters)?;
+        let v = self.v.forward(x, adapters)?;
+        let q = q
+            .reshape((b, seq, self.num_heads, self.head_dim))?
+            .transpose(1, 2)?;
+        let k = k
+            .reshape((b, seq, self.num_kv_heads, self.head_dim))?
+            .transpose(1, 2)?;
+        let v = v
+            .reshape((b, seq, self.num_kv_heads, self.head_dim))?
+            .transpose(1, 2)?;
+        let q = rotary.apply(&q, start)?;
+        let k = rotary.apply(&k, start)?;
+        let (k, v) = cache.append(&k, &v)?;
+        let y = layers::attention(&q, &k, &v, mask)?;
+        self.o.forward(&y, adapters)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Mlp {
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+}
+
+impl Mlp {
+    fn forward(&self, x: &Tensor, adapters: &[AdapterId]) -> Result<Tensor> {
+        let h = layers::swiglu(
+            &self.gate.forward(x, adapters)?,
+            &self.up.forward(x, adapters)?,
+        )?;
+        self.down.forward(&h, adapters)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Block {
+    attn_norm: RmsNorm,
+    attn: Attention,
+    ffn_norm: RmsNorm,
+    mlp: Mlp,
+}
+
+/// A loaded Qwen2 model: weights only; per-sequence state lives in the caller's caches.
+#[derive(Debug, Clone)]
+pub struct Model {
+    config: Config,
+    embed: Arc<QTensor>,
+    blocks: Vec<Block>,
+    norm: RmsNorm,
+    lm_head: Linear,
+    rotary: Rotary,
+    device: Device,
+}
+
+fn vector(file: &mut GgufFile, name: &str, len: usize, device: &Device) -> Result<Tensor> {
+    Ok(file
+        .tensor_shaped(name, &[len], device)?
+        .dequantize(device)?)
+}
+
+fn linear(
+    file: &mut GgufFile,
+    prefix: &str,
+    out_dim: usize,
+    in_dim: usize,
+    bias: bool,
+    device: &Device,
+) -> Result<Linear> {
+    let w = file.tensor_shaped(&format!("{prefix}.weight"), &[out_dim, in_dim], device)?;
+    let b = if bias {
+        Some(vector(file, &format!("{prefix}.bias"), out_dim, device)?)
+    } else {
+        None
+    };
+    Linear::new(prefix, Arc::new(w), b)
+}
+
+impl Model {
+    /// Loads the weights from an open GGUF file.
+    pub fn load(file: &mut GgufFile, device: &Device) -> Result<Self> {
+        let c = Config::from_gguf(file)?;
+        let (h, kv) = (c.hidden_size, c.num_kv_heads * c.head_dim);
+        let embed =
+            Arc::new(file.tensor_shaped("token_embd.weight", &[c.vocab_size, h], device)?);
+        let mut blocks = Vec::with_capacity(c.num_layers);
+        for i in 0..c.num_layers {
+            let p = format!("blk.{i}");
+            blocks.push(Block {
+                attn_norm: RmsNorm::new(
+                    vector(file, &format!("{p}.attn_norm.weight"), h, device)?,
+                    c.rms_norm_eps,
+                ),
+                attn: Attention {
+                    q: linear(file, &format!("{p}.attn_q"), h, h, true, device)?,
+                    k: linear(file, &format!("{p}.attn_k"), kv, h, true, device)?,
+                    v: linear(file, &format!("{p}.attn_v"), kv, h, true, device)?,
+                    o: linear(file, &format!("{p}.attn_output"), h, h, false, device)?,
+                    num_heads: c.num_heads,
+                    num_kv_heads: c.num_kv_heads,
+                    head_dim: c.head_dim,
+                },
+                ffn_norm: RmsNorm::new(
+                    vector(file, &format!("{p}.ffn_norm.weight"), h, device)?,
+                    c.rms_norm_eps,
+                ),
+                mlp: Mlp {
+                    gate: linear(
+                        file,
+                        &format!("{p}.ffn_gate"),
+                        c.intermediate_size,
+                        h,
+                        false,
+                        device,
+                    )?,
+                    up: linear(
+                        file,
+                        &format!("{p}.ffn_up"),
+                        c.intermediate_size,
+                        h,
+                        false,
+                        device,
+                    )?,
+                    down: linear(
+                        file,
+                        &format!("{p}.ffn_down"),
+                        h,
+                        c.intermediate_size,
+                        false,
+                        device,
+                    )?,
+                },
+            });
+        }
+        let norm = RmsNorm::new(
+            vector(file, "output_norm.weight", h, device)?,
+            c.rms_norm_eps,
+        );
+        let lm_head = if file.has_tensor("output.weight") {
+            linear(file, "output", c.vocab_size, h, false, device)?
+        } else {
+            Linear::new("token_embd", embed.clone(), None)?
+        };
+        let rotary = Rotary::new(
+            c.head_dim,
+            c.rope_theta,
+            c.context_length,
+            RopeStyle::Neox,
+            device,
+        )?;
+        Ok(Self {
+            config: c,
+            embed,
+            blocks,
+            norm,
+            lm_head,
+            rotary,
+            device: device.clone(),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Fresh per-sequence caches, one per block.
+    pub fn new_caches(&self) -> Vec<KvCache> {
+        vec![KvCache::new(); self.blocks.len()]
+    }
+
+    /// Runs `tokens` at positions `start..` through the blocks, appending to `caches`,
+    /// and returns the final-normed hidden states `[1, seq, hidden]`.
+    pub fn forward_hidden(
+        &self,
+        tokens: &[u32],
+        start: usize,
+        caches: &mut [KvCache],
+        adapters: &[AdapterId],
+    ) -> Result<Tensor> {
+        let seq = tokens.len();
+        let ids = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
+        let mut x = self.embed.embedding(&ids)?;
+        let mask = if seq > 1 {
+            Some(layers::causal_mask(seq, start, &self.device)?)
+        } else {
+            None
+        };
+        for (block, cache) in self.blocks.iter().zip(caches.iter_mut()) {
+            let h = block.attn_norm.forward(&x)?;
+            let h = block
+                .attn
+                .forward(&h, start, &self.rotary, mask.as_ref(), cache, adapters)?;
+            x = (x + h)?;
+            let h = block.ffn_norm.forward(&x)?;
+            let h = block.mlp.forward(&h, adapters)?;
+            x = (x + h)?;
+        }
+        self.norm.forward(&x)
+    }
+
+    /// Logits `[1, 1, vocab]` for the last of `tokens`.
+    pub fn forward(
+        &self,
+        tokens: &[u32],
+        start: usize,
+        caches: &mut [KvCache],
+        adapters: &[AdapterId],
+    ) -> Result<Tensor> {
+        let h = self.forward_hidden(tokens, start, caches, adapters)?;
+        self.lm_head.forward(&layers::last_position(&h)?, adapters)
+    }
+
+    /// The output projection (tied to the embeddings when the file has no
+    /// `output.weight`).
+    pub fn lm_head(&self) -> &Linear {
+        &self.lm_head
+    }
+
+    /// Every LoRA-capable projection, for attaching adapters.
+    pub fn linears_mut(&mut self) -> Vec<&mut Linear> {
+        let mut out = Vec::with_capacity(self.blocks.len() * 7);
+        for b in &mut self.blocks {
+            out.extend([&mut b.attn.q, &mut b.attn.k, &mut b.attn.v, &mut b.attn.o]);
+            out.extend([&mut b.mlp.gate, &mut b.mlp.up, &mut b.mlp.down]);
+        }
+        out
+    }
+}
