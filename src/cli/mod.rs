@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 use crate::paths::Paths;
 
 mod docs;
+mod llm;
 mod models;
 
 /// Kura (蔵): private AI over your company's documents, on this machine only.
@@ -41,6 +42,10 @@ pub enum Command {
     Models(ModelsCommand),
     /// Show where Kura keeps its data, the CPU features it uses, and model status.
     Doctor,
+    /// Answer one prompt with the local model (through its chat template).
+    Generate(llm::GenerateArgs),
+    /// Interactive chat with the local model in the terminal (streaming).
+    Chat(llm::ModelArgs),
     /// Add files and folders to a collection (incremental: only new or changed files).
     Ingest(docs::IngestArgs),
     /// Search the indexed documents (hybrid BM25 + vectors by default).
@@ -95,6 +100,16 @@ pub enum ModelsCommand {
         /// Its licence, when the file does not declare one.
         #[arg(long)]
         licence: Option<String>,
+    },
+    /// Re-quantize a GGUF (e.g. the 0.5B model's Q5_0 to q8_0, which candle runs faster).
+    Quantize {
+        /// The GGUF to read.
+        input: PathBuf,
+        /// The GGUF to write.
+        output: PathBuf,
+        /// Target type: q8_0, q4_0 or q4_k.
+        #[arg(long = "type", default_value = "q8_0")]
+        kind: String,
     },
     /// Download the default models (connected machines only; runs installer/fetch-models).
     Fetch {
@@ -156,6 +171,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Models(cmd) => models::models(cmd, &paths, cli.json),
         Command::Doctor => models::doctor(&paths, cli.json),
+        Command::Generate(args) => llm::generate_cmd(args, &paths, cli.json),
+        Command::Chat(args) => llm::chat_cmd(args, &paths),
         Command::Ingest(args) => docs::ingest_cmd(args, &paths, cli.json),
         Command::Search(args) => docs::search_cmd(args, &paths, cli.json),
         Command::Status => docs::status_cmd(&paths, cli.json),

@@ -6,9 +6,15 @@
 //! and sentence splitting are line-based), so lines are kept: only line endings, control
 //! characters, trailing blanks and runs of blank lines are tidied.
 //!
+//! PDF text extraction also inserts spaces into Japanese where the layout wrapped a
+//! line or changed font (`次の表の とおり`, `3 営業日前`); [`normalize_pdf_text`]
+//! removes those. Authored text (DOCX, HTML, Markdown, plain text) keeps its spaces:
+//! there `kura-client を起動する` or `人事部 内線1234` is what the author wrote.
+//!
 //! ```
-//! use kura::ingest::normalize::normalize_text;
+//! use kura::ingest::normalize::{normalize_pdf_text, normalize_text};
 //! assert_eq!(normalize_text("ｶﾀｶﾅ　１２３\r\n\r\n\r\n㈱蔵  \n"), "カタカナ123\n\n(株)蔵");
+//! assert_eq!(normalize_pdf_text("次の表の とおり 3 営業日前"), "次の表のとおり3営業日前");
 //! ```
 
 use unicode_normalization::UnicodeNormalization;
@@ -18,6 +24,16 @@ use unicode_normalization::UnicodeNormalization;
 /// line, collapses three or more consecutive line breaks into one blank line and trims
 /// blank lines at both ends.
 pub fn normalize_text(text: &str) -> String {
+    normalize(text, false)
+}
+
+/// [`normalize_text`], then drops the spaces PDF extraction puts into Japanese text
+/// (between two CJK characters, and between CJK and a digit or Latin letter).
+pub fn normalize_pdf_text(text: &str) -> String {
+    normalize(text, true)
+}
+
+fn normalize(text: &str, join_cjk: bool) -> String {
     let unified = text.replace("\r\n", "\n").replace(['\r', '\u{c}'], "\n");
     let nfkc: String = unified.nfkc().collect();
     let mut out = String::with_capacity(nfkc.len());
@@ -39,7 +55,11 @@ pub fn normalize_text(text: &str) -> String {
             }
         }
         blank_run = 0;
-        out.push_str(&join_cjk_spaces(cleaned));
+        if join_cjk {
+            out.push_str(&join_cjk_spaces(cleaned));
+        } else {
+            out.push_str(cleaned);
+        }
     }
     out
 }
@@ -106,10 +126,15 @@ mod tests {
     #[test]
     fn spaces_pdf_extraction_puts_into_japanese_are_removed() {
         assert_eq!(
-            normalize_text("原則として 3 営業日前までに KintaiNavi で申請する。次の表の とおり"),
+            normalize_pdf_text("原則として 3 営業日前までに KintaiNavi で申請する。次の表の とおり"),
             "原則として3営業日前までにKintaiNaviで申請する。次の表のとおり"
         );
-        assert_eq!(normalize_text("Use oil ISO VG 32 every 1.5 months"), "Use oil ISO VG 32 every 1.5 months");
+        assert_eq!(normalize_pdf_text("Use oil ISO VG 32 every 1.5 months"), "Use oil ISO VG 32 every 1.5 months");
+    }
+
+    #[test]
+    fn authored_spaces_in_japanese_are_kept() {
+        assert_eq!(normalize_text("2. kura-client を起動する\n人事部 内線1234"), "2. kura-client を起動する\n人事部 内線1234");
     }
 
     #[test]

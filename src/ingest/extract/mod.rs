@@ -41,7 +41,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use super::normalize::normalize_text;
+use super::normalize::{normalize_pdf_text, normalize_text};
 use super::quality::{assess, PageQuality};
 
 pub use detect::Format;
@@ -355,7 +355,7 @@ fn extract_owned(
             None => detect::detect(&bytes, ext.as_deref())?,
         };
         let raw = run_format(format, &bytes, &ctx)?;
-        Ok(finish(raw))
+        Ok(finish(raw, format == Format::Pdf))
     });
     result.map_err(|fail| fail.at(path, limits))
 }
@@ -373,7 +373,7 @@ fn run_format(format: Format, bytes: &[u8], ctx: &Ctx) -> Result<RawDocument, Fa
 }
 
 /// Assesses raw page texts, then normalizes them.
-fn finish(raw: RawDocument) -> ExtractedDocument {
+fn finish(raw: RawDocument, is_pdf: bool) -> ExtractedDocument {
     let mut warnings = raw.warnings;
     let pages = raw
         .pages
@@ -385,7 +385,7 @@ fn finish(raw: RawDocument) -> ExtractedDocument {
             }
             Page {
                 number,
-                text: normalize_text(&text),
+                text: if is_pdf { normalize_pdf_text(&text) } else { normalize_text(&text) },
                 quality,
             }
         })

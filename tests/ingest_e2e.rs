@@ -1,0 +1,181 @@
+//! `kura ingest` / `kura search` / `kura check` end to end, with the real
+//! embedding model, real documents and a real SQLite catalog: Japanese search,
+//! incremental re-runs, deletions, bad files, and a `kill -9` in the middle.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{kura, real_models_dir, OutputText};
+use serde_json::Value;
+
+fn manuals() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/manuals")
+}
+
+fn run_json(args: &[&str]) -> Value {
+    let out = kura(args);
+    assert!(out.status.success(), "kura {args:?} failed:\n{}\n{}", out.stdout_text(), out.stderr_text());
+    serde_json::from_str(&out.stdout_text()).unwrap_or_else(|e| panic!("{e}: {}", out.stdout_text()))
+}
+
+struct Env {
+    data: tempfile::TempDir,
+    models: String,
+}
+
+impl Env {
+    fn new() -> Self {
+        Env { data: tempfile::tempdir().unwrap(), models: real_models_dir().to_string_lossy().into_owned() }
+    }
+    fn args<'a>(&'a self, rest: &[&'a str]) -> Vec<&'a str> {
+        let mut v = vec!["--data-dir", self.data.path().to_str().unwrap(), "--models-dir", &self.models, "--json"];
+        v.extend_from_slice(rest);
+        v
+    }
+    fn json(&self, rest: &[&str]) -> Value {
+        run_json(&self.args(rest))
+    }
+}
+
+/// Copies some of the sample manuals (the small, non-PDF ones keep the test fast;
+/// PDFs are covered by tests/ingest_extract.rs) into a folder the test may change.
+fn corpus(dir: &Path) {
+    for f in ["設備操作マニュアル_KR-200.html", "経費精算FAQ.txt", "equipment-manual-KR-200.md"] {
+        std::fs::copy(manuals().join(f), dir.join(f)).unwrap();
+    }
+}
+
+#[test]
+fn japanese_questions_find_their_manual_and_reruns_are_incremental() {
+    let env = Env::new();
+    let docs = tempfile::tempdir().unwrap();
+    corpus(docs.path());
+    let d = docs.path().to_str().unwrap();
+
+    let first = env.json(&["ingest", d, "--collection", "manuals"]);
+    assert_eq!(first["added"], 3, "{first}");
+    assert_eq!(first["failed"].as_array().unwrap().len(), 0, "{first}");
+    assert!(first["chunks"].as_u64().unwrap() >= 6, "{first}");
+
+    // The Shift_JIS FAQ was decoded: a Japanese question finds it.
+    let hits = env.json(&["search", "出張の日当はいくらですか", "--collection", "manuals", "--top-k", "3"]);
+    let top = hits[0]["doc"].as_str().unwrap();
+    assert!(top.ends_with("経費精算FAQ.txt"), "{hits}");
+    // A keyword inside a compound, BM25 only.
+    let hits = env.json(&["search", "非常停止", "--collection", "manuals", "--mode", "bm25"]);
+    assert!(hits[0]["doc"].as_str().unwrap().ends_with(".html"), "{hits}");
+    assert!(hits[0]["text"].as_str().unwrap().contains("非常停止"), "{hits}");
+    // Cross-lingual: an English question finds the lathe manuals.
+    let hits = env.json(&["search", "What is the maximum spindle speed of the KR-200?", "--collection", "manuals"]);
+    assert!(hits[0]["doc"].as_str().unwrap().contains("KR-200"), "{hits}");
+
+    // Nothing changed: nothing is re-read.
+    let again = env.json(&["ingest", d, "--collection", "manuals"]);
+    assert_eq!((again["added"].as_u64(), again["unchanged"].as_u64()), (Some(0), Some(3)), "{again}");
+
+    // One file edited, one deleted.
+    let md = docs.path().join("equipment-manual-KR-200.md");
+    let mut text = std::fs::read_to_string(&md).unwrap();
+    text.push_str("\n\n## 12. Coolant\nThe coolant concentration must be kept between 5 and 8 percent (refractometer check every Monday).\n");
+    std::fs::write(&md, text).unwrap();
+    std::fs::remove_file(docs.path().join("経費精算FAQ.txt")).unwrap();
+    let third = env.json(&["ingest", d, "--collection", "manuals"]);
+    assert_eq!(third["updated"], 1, "{third}");
+    assert_eq!(third["removed"], 1, "{third}");
+    let hits = env.json(&["search", "出張の日当", "--collection", "manuals", "--top-k", "10"]);
+    assert!(hits.as_array().unwrap().iter().all(|h| !h["doc"].as_str().unwrap().ends_with(".txt")), "deleted file still found: {hits}");
+    let hits = env.json(&["search", "coolant concentration refractometer", "--collection", "manuals", "--mode", "bm25"]);
+    assert!(hits[0]["text"].as_str().unwrap().contains("refractometer"), "{hits}");
+
+    let check = env.json(&["check"]);
+    assert_eq!(check["report"]["consistent"], true, "{check}");
+}
+
+#[test]
+fn bad_files_are_reported_by_name_and_the_rest_is_indexed() {
+    let env = Env::new();
+    let docs = tempfile::tempdir().unwrap();
+    std::fs::copy(manuals().join("経費精算FAQ.txt"), docs.path().join("経費精算FAQ.txt")).unwrap();
+    std::fs::write(docs.path().join("空.txt"), b"").unwrap();
+    std::fs::write(docs.path().join("program.txt"), (0..4096u32).map(|i| (i * 7919 % 251) as u8).collect::<Vec<u8>>()).unwrap();
+    let pdf = std::fs::read(manuals().join("travel-expense-policy.pdf")).unwrap();
+    std::fs::write(docs.path().join("truncated.pdf"), &pdf[..pdf.len() / 3]).unwrap();
+    std::fs::write(docs.path().join("broken.docx"), b"PK\x03\x04 this is not a real zip").unwrap();
+
+    let out = env.json(&["ingest", docs.path().to_str().unwrap(), "--collection", "mixed"]);
+    assert_eq!(out["added"], 1, "{out}");
+    let failed = out["failed"].as_array().unwrap();
+    assert_eq!(failed.len(), 4, "{out}");
+    for name in ["空.txt", "program.txt", "truncated.pdf", "broken.docx"] {
+        let f = failed.iter().find(|f| f["path"].as_str().unwrap().ends_with(name)).unwrap_or_else(|| panic!("{name} not reported: {out}"));
+        assert!(!f["reason"].as_str().unwrap().is_empty());
+    }
+    // `kura status` keeps the failures.
+    let status = env.json(&["status"]);
+    assert_eq!(status[0]["failed"].as_array().unwrap().len(), 4, "{status}");
+
+    // A previously good file that becomes corrupt keeps its indexed version.
+    std::fs::write(docs.path().join("経費精算FAQ.txt"), b"\x00\x01\x02\x03 garbage \xff\xfe\x00").unwrap();
+    let out = env.json(&["ingest", docs.path().to_str().unwrap(), "--collection", "mixed"]);
+    assert!(out["failed"].as_array().unwrap().iter().any(|f| f["path"].as_str().unwrap().ends_with("経費精算FAQ.txt")), "{out}");
+    let hits = env.json(&["search", "日当", "--collection", "mixed", "--mode", "bm25"]);
+    assert!(!hits.as_array().unwrap().is_empty(), "the earlier indexed version was lost");
+}
+
+#[test]
+fn a_killed_ingest_resumes_to_the_same_index_as_an_uninterrupted_one() {
+    let docs = tempfile::tempdir().unwrap();
+    // Twelve small documents, so the run is long enough to be killed mid-way.
+    let faq = std::fs::read(manuals().join("経費精算FAQ.txt")).unwrap();
+    for i in 0..12 {
+        let mut text = format!("文書番号{i}。").into_bytes();
+        text.extend(encoding_rs::SHIFT_JIS.encode(&format!("第{i}版の追記。")).0.iter());
+        text.extend(&faq);
+        std::fs::write(docs.path().join(format!("faq-{i:02}.txt")), text).unwrap();
+    }
+    let d = docs.path().to_str().unwrap();
+
+    let reference = Env::new();
+    let clean = reference.json(&["ingest", d, "--collection", "c"]);
+    assert_eq!(clean["added"], 12);
+
+    let env = Env::new();
+    let data = env.data.path().to_str().unwrap().to_owned();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kura"))
+        .args(["--data-dir", &data, "--models-dir", &env.models, "--json", "ingest", d, "--collection", "c"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it once some documents are in the catalog, or after a while.
+    let started = Instant::now();
+    let catalog = env.data.path().join("catalog.sqlite");
+    loop {
+        std::thread::sleep(Duration::from_millis(300));
+        let size = std::fs::metadata(catalog.with_extension("sqlite-wal")).map(|m| m.len()).unwrap_or(0);
+        if size > 200_000 || started.elapsed() > Duration::from_secs(120) {
+            break;
+        }
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+    }
+    let _ = child.kill(); // SIGKILL
+    let _ = child.wait();
+
+    let resumed = env.json(&["ingest", d, "--collection", "c"]);
+    assert_eq!(
+        resumed["added"].as_u64().unwrap() + resumed["unchanged"].as_u64().unwrap(),
+        12,
+        "{resumed}"
+    );
+    let check = env.json(&["check"]);
+    assert_eq!(check["report"]["consistent"], true, "{check}");
+    let a = reference.json(&["status"]);
+    let b = env.json(&["status"]);
+    assert_eq!(a[0]["chunks"], b[0]["chunks"], "duplicates or losses after the kill: {a} vs {b}");
+    assert_eq!(b[0]["documents"], 12);
+}
