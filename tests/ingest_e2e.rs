@@ -17,8 +17,14 @@ fn manuals() -> PathBuf {
 
 fn run_json(args: &[&str]) -> Value {
     let out = kura(args);
-    assert!(out.status.success(), "kura {args:?} failed:\n{}\n{}", out.stdout_text(), out.stderr_text());
-    serde_json::from_str(&out.stdout_text()).unwrap_or_else(|e| panic!("{e}: {}", out.stdout_text()))
+    assert!(
+        out.status.success(),
+        "kura {args:?} failed:\n{}\n{}",
+        out.stdout_text(),
+        out.stderr_text()
+    );
+    serde_json::from_str(&out.stdout_text())
+        .unwrap_or_else(|e| panic!("{e}: {}", out.stdout_text()))
 }
 
 struct Env {
@@ -28,10 +34,19 @@ struct Env {
 
 impl Env {
     fn new() -> Self {
-        Env { data: tempfile::tempdir().unwrap(), models: real_models_dir().to_string_lossy().into_owned() }
+        Env {
+            data: tempfile::tempdir().unwrap(),
+            models: real_models_dir().to_string_lossy().into_owned(),
+        }
     }
     fn args<'a>(&'a self, rest: &[&'a str]) -> Vec<&'a str> {
-        let mut v = vec!["--data-dir", self.data.path().to_str().unwrap(), "--models-dir", &self.models, "--json"];
+        let mut v = vec![
+            "--data-dir",
+            self.data.path().to_str().unwrap(),
+            "--models-dir",
+            &self.models,
+            "--json",
+        ];
         v.extend_from_slice(rest);
         v
     }
@@ -43,7 +58,11 @@ impl Env {
 /// Copies some of the sample manuals (the small, non-PDF ones keep the test fast;
 /// PDFs are covered by tests/ingest_extract.rs) into a folder the test may change.
 fn corpus(dir: &Path) {
-    for f in ["設備操作マニュアル_KR-200.html", "経費精算FAQ.txt", "equipment-manual-KR-200.md"] {
+    for f in [
+        "設備操作マニュアル_KR-200.html",
+        "経費精算FAQ.txt",
+        "equipment-manual-KR-200.md",
+    ] {
         std::fs::copy(manuals().join(f), dir.join(f)).unwrap();
     }
 }
@@ -61,20 +80,52 @@ fn japanese_questions_find_their_manual_and_reruns_are_incremental() {
     assert!(first["chunks"].as_u64().unwrap() >= 6, "{first}");
 
     // The Shift_JIS FAQ was decoded: a Japanese question finds it.
-    let hits = env.json(&["search", "出張の日当はいくらですか", "--collection", "manuals", "--top-k", "3"]);
+    let hits = env.json(&[
+        "search",
+        "出張の日当はいくらですか",
+        "--collection",
+        "manuals",
+        "--top-k",
+        "3",
+    ]);
     let top = hits[0]["doc"].as_str().unwrap();
     assert!(top.ends_with("経費精算FAQ.txt"), "{hits}");
     // A keyword inside a compound, BM25 only.
-    let hits = env.json(&["search", "非常停止", "--collection", "manuals", "--mode", "bm25"]);
-    assert!(hits[0]["doc"].as_str().unwrap().ends_with(".html"), "{hits}");
-    assert!(hits[0]["text"].as_str().unwrap().contains("非常停止"), "{hits}");
+    let hits = env.json(&[
+        "search",
+        "非常停止",
+        "--collection",
+        "manuals",
+        "--mode",
+        "bm25",
+    ]);
+    assert!(
+        hits[0]["doc"].as_str().unwrap().ends_with(".html"),
+        "{hits}"
+    );
+    assert!(
+        hits[0]["text"].as_str().unwrap().contains("非常停止"),
+        "{hits}"
+    );
     // Cross-lingual: an English question finds the lathe manuals.
-    let hits = env.json(&["search", "What is the maximum spindle speed of the KR-200?", "--collection", "manuals"]);
-    assert!(hits[0]["doc"].as_str().unwrap().contains("KR-200"), "{hits}");
+    let hits = env.json(&[
+        "search",
+        "What is the maximum spindle speed of the KR-200?",
+        "--collection",
+        "manuals",
+    ]);
+    assert!(
+        hits[0]["doc"].as_str().unwrap().contains("KR-200"),
+        "{hits}"
+    );
 
     // Nothing changed: nothing is re-read.
     let again = env.json(&["ingest", d, "--collection", "manuals"]);
-    assert_eq!((again["added"].as_u64(), again["unchanged"].as_u64()), (Some(0), Some(3)), "{again}");
+    assert_eq!(
+        (again["added"].as_u64(), again["unchanged"].as_u64()),
+        (Some(0), Some(3)),
+        "{again}"
+    );
 
     // One file edited, one deleted.
     let md = docs.path().join("equipment-manual-KR-200.md");
@@ -85,10 +136,33 @@ fn japanese_questions_find_their_manual_and_reruns_are_incremental() {
     let third = env.json(&["ingest", d, "--collection", "manuals"]);
     assert_eq!(third["updated"], 1, "{third}");
     assert_eq!(third["removed"], 1, "{third}");
-    let hits = env.json(&["search", "出張の日当", "--collection", "manuals", "--top-k", "10"]);
-    assert!(hits.as_array().unwrap().iter().all(|h| !h["doc"].as_str().unwrap().ends_with(".txt")), "deleted file still found: {hits}");
-    let hits = env.json(&["search", "coolant concentration refractometer", "--collection", "manuals", "--mode", "bm25"]);
-    assert!(hits[0]["text"].as_str().unwrap().contains("refractometer"), "{hits}");
+    let hits = env.json(&[
+        "search",
+        "出張の日当",
+        "--collection",
+        "manuals",
+        "--top-k",
+        "10",
+    ]);
+    assert!(
+        hits.as_array()
+            .unwrap()
+            .iter()
+            .all(|h| !h["doc"].as_str().unwrap().ends_with(".txt")),
+        "deleted file still found: {hits}"
+    );
+    let hits = env.json(&[
+        "search",
+        "coolant concentration refractometer",
+        "--collection",
+        "manuals",
+        "--mode",
+        "bm25",
+    ]);
+    assert!(
+        hits[0]["text"].as_str().unwrap().contains("refractometer"),
+        "{hits}"
+    );
 
     let check = env.json(&["check"]);
     assert_eq!(check["report"]["consistent"], true, "{check}");
@@ -98,19 +172,41 @@ fn japanese_questions_find_their_manual_and_reruns_are_incremental() {
 fn bad_files_are_reported_by_name_and_the_rest_is_indexed() {
     let env = Env::new();
     let docs = tempfile::tempdir().unwrap();
-    std::fs::copy(manuals().join("経費精算FAQ.txt"), docs.path().join("経費精算FAQ.txt")).unwrap();
+    std::fs::copy(
+        manuals().join("経費精算FAQ.txt"),
+        docs.path().join("経費精算FAQ.txt"),
+    )
+    .unwrap();
     std::fs::write(docs.path().join("空.txt"), b"").unwrap();
-    std::fs::write(docs.path().join("program.txt"), (0..4096u32).map(|i| (i * 7919 % 251) as u8).collect::<Vec<u8>>()).unwrap();
+    std::fs::write(
+        docs.path().join("program.txt"),
+        (0..4096u32)
+            .map(|i| (i * 7919 % 251) as u8)
+            .collect::<Vec<u8>>(),
+    )
+    .unwrap();
     let pdf = std::fs::read(manuals().join("travel-expense-policy.pdf")).unwrap();
     std::fs::write(docs.path().join("truncated.pdf"), &pdf[..pdf.len() / 3]).unwrap();
-    std::fs::write(docs.path().join("broken.docx"), b"PK\x03\x04 this is not a real zip").unwrap();
+    std::fs::write(
+        docs.path().join("broken.docx"),
+        b"PK\x03\x04 this is not a real zip",
+    )
+    .unwrap();
 
-    let out = env.json(&["ingest", docs.path().to_str().unwrap(), "--collection", "mixed"]);
+    let out = env.json(&[
+        "ingest",
+        docs.path().to_str().unwrap(),
+        "--collection",
+        "mixed",
+    ]);
     assert_eq!(out["added"], 1, "{out}");
     let failed = out["failed"].as_array().unwrap();
     assert_eq!(failed.len(), 4, "{out}");
     for name in ["空.txt", "program.txt", "truncated.pdf", "broken.docx"] {
-        let f = failed.iter().find(|f| f["path"].as_str().unwrap().ends_with(name)).unwrap_or_else(|| panic!("{name} not reported: {out}"));
+        let f = failed
+            .iter()
+            .find(|f| f["path"].as_str().unwrap().ends_with(name))
+            .unwrap_or_else(|| panic!("{name} not reported: {out}"));
         assert!(!f["reason"].as_str().unwrap().is_empty());
     }
     // `kura status` keeps the failures.
@@ -118,11 +214,30 @@ fn bad_files_are_reported_by_name_and_the_rest_is_indexed() {
     assert_eq!(status[0]["failed"].as_array().unwrap().len(), 4, "{status}");
 
     // A previously good file that becomes corrupt keeps its indexed version.
-    std::fs::write(docs.path().join("経費精算FAQ.txt"), b"\x00\x01\x02\x03 garbage \xff\xfe\x00").unwrap();
-    let out = env.json(&["ingest", docs.path().to_str().unwrap(), "--collection", "mixed"]);
-    assert!(out["failed"].as_array().unwrap().iter().any(|f| f["path"].as_str().unwrap().ends_with("経費精算FAQ.txt")), "{out}");
+    std::fs::write(
+        docs.path().join("経費精算FAQ.txt"),
+        b"\x00\x01\x02\x03 garbage \xff\xfe\x00",
+    )
+    .unwrap();
+    let out = env.json(&[
+        "ingest",
+        docs.path().to_str().unwrap(),
+        "--collection",
+        "mixed",
+    ]);
+    assert!(
+        out["failed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["path"].as_str().unwrap().ends_with("経費精算FAQ.txt")),
+        "{out}"
+    );
     let hits = env.json(&["search", "日当", "--collection", "mixed", "--mode", "bm25"]);
-    assert!(!hits.as_array().unwrap().is_empty(), "the earlier indexed version was lost");
+    assert!(
+        !hits.as_array().unwrap().is_empty(),
+        "the earlier indexed version was lost"
+    );
 }
 
 #[test]
@@ -131,8 +246,11 @@ fn a_killed_ingest_resumes_to_the_same_index_as_an_uninterrupted_one() {
     // Twelve small documents, so the run is long enough to be killed mid-way.
     let faq = std::fs::read(manuals().join("経費精算FAQ.txt")).unwrap();
     for i in 0..12 {
-        let mut text = format!("文書番号{i}。").into_bytes();
-        text.extend(encoding_rs::SHIFT_JIS.encode(&format!("第{i}版の追記。")).0.iter());
+        // The whole file in Shift_JIS, like the FAQ it extends.
+        let mut text = encoding_rs::SHIFT_JIS
+            .encode(&format!("文書番号{i}。第{i}版の追記。\r\n"))
+            .0
+            .into_owned();
         text.extend(&faq);
         std::fs::write(docs.path().join(format!("faq-{i:02}.txt")), text).unwrap();
     }
@@ -145,7 +263,17 @@ fn a_killed_ingest_resumes_to_the_same_index_as_an_uninterrupted_one() {
     let env = Env::new();
     let data = env.data.path().to_str().unwrap().to_owned();
     let mut child = Command::new(env!("CARGO_BIN_EXE_kura"))
-        .args(["--data-dir", &data, "--models-dir", &env.models, "--json", "ingest", d, "--collection", "c"])
+        .args([
+            "--data-dir",
+            &data,
+            "--models-dir",
+            &env.models,
+            "--json",
+            "ingest",
+            d,
+            "--collection",
+            "c",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -155,16 +283,28 @@ fn a_killed_ingest_resumes_to_the_same_index_as_an_uninterrupted_one() {
     let catalog = env.data.path().join("catalog.sqlite");
     loop {
         std::thread::sleep(Duration::from_millis(300));
-        let size = std::fs::metadata(catalog.with_extension("sqlite-wal")).map(|m| m.len()).unwrap_or(0);
-        if size > 200_000 || started.elapsed() > Duration::from_secs(120) {
+        let size = std::fs::metadata(catalog.with_extension("sqlite-wal"))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        if size > 20_000 || started.elapsed() > Duration::from_secs(120) {
             break;
         }
         if child.try_wait().unwrap().is_some() {
             break;
         }
     }
+    let still_running = child.try_wait().unwrap().is_none();
     let _ = child.kill(); // SIGKILL
     let _ = child.wait();
+    assert!(
+        still_running,
+        "the ingest finished before it could be killed: the test proved nothing"
+    );
+    let partial = env.json(&["status"]);
+    assert!(
+        partial[0]["documents"].as_i64().unwrap_or(0) < 12,
+        "killed too late: {partial}"
+    );
 
     let resumed = env.json(&["ingest", d, "--collection", "c"]);
     assert_eq!(
@@ -176,6 +316,84 @@ fn a_killed_ingest_resumes_to_the_same_index_as_an_uninterrupted_one() {
     assert_eq!(check["report"]["consistent"], true, "{check}");
     let a = reference.json(&["status"]);
     let b = env.json(&["status"]);
-    assert_eq!(a[0]["chunks"], b[0]["chunks"], "duplicates or losses after the kill: {a} vs {b}");
+    assert_eq!(
+        a[0]["chunks"], b[0]["chunks"],
+        "duplicates or losses after the kill: {a} vs {b}"
+    );
     assert_eq!(b[0]["documents"], 12);
+}
+
+#[test]
+fn a_user_dictionary_term_becomes_one_keyword_and_the_index_follows() {
+    let env = Env::new();
+    let docs = tempfile::tempdir().unwrap();
+    std::fs::write(
+        docs.path().join("通達.txt"),
+        "くら精機の新型旋盤クラテック7は浜松工場で組み立てる。\n問い合わせは設備保全課まで。\n",
+    )
+    .unwrap();
+    std::fs::write(
+        docs.path().join("別件.txt"),
+        "クラの精密な機械について。旋盤とテックの話。\n",
+    )
+    .unwrap();
+    let d = docs.path().to_str().unwrap();
+    env.json(&["ingest", d, "--collection", "c"]);
+
+    let tokens = |text: &str| -> Vec<String> {
+        let out = env.json(&["dict", "tokenize", text]);
+        out["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap().to_owned())
+            .collect()
+    };
+    let before = tokens("クラテック7の組立");
+    assert!(
+        !before.contains(&"クラテック7".to_string()),
+        "IPADIC already knows the made-up term: {before:?}"
+    );
+
+    let added = env.json(&[
+        "dict",
+        "add",
+        "クラテック7",
+        "--reading",
+        "クラテックセブン",
+    ]);
+    assert_eq!(added["terms"], 1, "{added}");
+    let after = tokens("クラテック7の組立");
+    assert!(
+        after.contains(&"クラテック7".to_string()),
+        "the term is still split: {after:?}"
+    );
+    let listed = env.json(&["dict", "list"]);
+    assert_eq!(listed["terms"][0]["term"], "クラテック7", "{listed}");
+
+    // The existing chunks were re-analysed: nothing lost, the term is found as a keyword.
+    let check = env.json(&["check"]);
+    assert_eq!(check["report"]["consistent"], true, "{check}");
+    let hits = env.json(&[
+        "search",
+        "クラテック7",
+        "--collection",
+        "c",
+        "--mode",
+        "bm25",
+    ]);
+    assert!(
+        hits[0]["doc"].as_str().unwrap().ends_with("通達.txt"),
+        "{hits}"
+    );
+
+    // Removing it goes back to the dictionary's own segmentation.
+    env.json(&["dict", "remove", "クラテック7"]);
+    assert_eq!(tokens("クラテック7の組立"), before);
+    let out = kura(&env.args(&["dict", "remove", "クラテック7"]));
+    assert!(
+        !out.status.success() && out.stderr_text().contains("not in the user dictionary"),
+        "{}",
+        out.stderr_text()
+    );
 }

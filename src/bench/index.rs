@@ -40,17 +40,20 @@ pub struct ScalePoint {
 }
 
 const SYLLABLES: &[&str] = &[
-    "か", "き", "く", "け", "こ", "さ", "し", "す", "せ", "そ", "た", "ち", "つ", "て", "と", "な", "に", "ぬ", "ね",
-    "の", "は", "ひ", "ふ", "へ", "ほ", "ま", "み", "む", "め", "も", "ら", "り", "る", "れ", "ろ", "安", "全", "規",
-    "程", "設", "備", "点", "検", "申", "請", "休", "暇", "管", "理", "品", "質", "製", "造", "部", "品", "保", "守",
-    "出", "張", "経", "費", "精", "算", "承", "認", "記", "録", "報", "告", "作", "業", "手", "順", "確", "認",
+    "か", "き", "く", "け", "こ", "さ", "し", "す", "せ", "そ", "た", "ち", "つ", "て", "と", "な",
+    "に", "ぬ", "ね", "の", "は", "ひ", "ふ", "へ", "ほ", "ま", "み", "む", "め", "も", "ら", "り",
+    "る", "れ", "ろ", "安", "全", "規", "程", "設", "備", "点", "検", "申", "請", "休", "暇", "管",
+    "理", "品", "質", "製", "造", "部", "品", "保", "守", "出", "張", "経", "費", "精", "算", "承",
+    "認", "記", "録", "報", "告", "作", "業", "手", "順", "確", "認",
 ];
 
 fn vocabulary(rng: &mut rand::rngs::StdRng, n: usize) -> Vec<String> {
     (0..n)
         .map(|_| {
             let len = rng.random_range(2..5);
-            (0..len).map(|_| SYLLABLES[rng.random_range(0..SYLLABLES.len())]).collect()
+            (0..len)
+                .map(|_| SYLLABLES[rng.random_range(0..SYLLABLES.len())])
+                .collect()
         })
         .collect()
 }
@@ -62,7 +65,13 @@ fn sentence(rng: &mut rand::rngs::StdRng, vocab: &[String], words: usize) -> Str
         let u: f64 = rng.random();
         let w = &vocab[((u * u) * vocab.len() as f64) as usize % vocab.len()];
         s.push_str(w);
-        s.push(if i % 9 == 8 { '。' } else if i % 3 == 2 { 'を' } else { 'の' });
+        s.push(if i % 9 == 8 {
+            '。'
+        } else if i % 3 == 2 {
+            'を'
+        } else {
+            'の'
+        });
     }
     s
 }
@@ -74,7 +83,9 @@ fn unit(rng: &mut rand::rngs::StdRng, dim: usize) -> Vec<f32> {
 }
 
 fn dir_size(p: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(p) else { return 0 };
+    let Ok(entries) = std::fs::read_dir(p) else {
+        return 0;
+    };
     entries
         .flatten()
         .map(|e| {
@@ -109,7 +120,7 @@ pub fn scale_point(
     let _ = std::fs::remove_dir_all(dir);
 
     let t = Instant::now();
-    let mut bm25 = Bm25Index::open(&dir.join("bm25"))?;
+    let mut bm25 = Bm25Index::open(&dir.join("bm25"), None)?;
     for i in 0..chunks {
         let text = sentence(&mut rng, &vocab, 40);
         bm25.add(i as i64 + 1, 1 + (i % 4) as i64, &text)?;
@@ -126,8 +137,9 @@ pub fn scale_point(
     let mut next = 0;
     while next < chunks {
         let end = (next + batch).min(chunks);
-        let items: Vec<(i64, i64, Vec<f32>)> =
-            (next..end).map(|i| (i as i64 + 1, 1 + (i % 4) as i64, unit(&mut rng, dim))).collect();
+        let items: Vec<(i64, i64, Vec<f32>)> = (next..end)
+            .map(|i| (i as i64 + 1, 1 + (i % 4) as i64, unit(&mut rng, dim)))
+            .collect();
         vectors.add_many(&items)?;
         next = end;
         progress(&format!("vectors {}k/{}k", next / 1000, chunks / 1000));

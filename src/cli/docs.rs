@@ -100,7 +100,9 @@ pub struct EvalRetrievalArgs {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }
 
 pub(super) fn load_embedder(paths: &Paths, name: Option<&str>) -> Result<Embedder> {
@@ -108,11 +110,16 @@ pub(super) fn load_embedder(paths: &Paths, name: Option<&str>) -> Result<Embedde
     let model = registry.verify_named(name, Role::Embedding)?;
     let device = candle_core::Device::Cpu;
     let path = if model.entry.format == "safetensors" {
-        model.primary().parent().map(|p| p.to_path_buf()).unwrap_or_default()
+        model
+            .primary()
+            .parent()
+            .map(|p| p.to_path_buf())
+            .unwrap_or_default()
     } else {
         model.primary().to_path_buf()
     };
-    Embedder::load(&path, &device).with_context(|| format!("loading the embedding model {}", model.entry.name))
+    Embedder::load(&path, &device)
+        .with_context(|| format!("loading the embedding model {}", model.entry.name))
 }
 
 fn bar(len: u64, what: &str) -> ProgressBar {
@@ -170,7 +177,12 @@ pub(super) fn ingest_cmd(args: IngestArgs, paths: &Paths, json_out: bool) -> Res
                 println!("  page {} of {} not indexed ({}): {}", p.page, p.path, p.quality, p.reason);
             }
         }
-        let nothing_done = summary.added + summary.updated + summary.unchanged + summary.removed == 0 && !summary.failed.is_empty();
+        // Exit non-zero only when nothing could be done: every file failed and the
+        // collection holds no earlier indexed version of anything either.
+        let indexed_docs = catalog.summaries().await?.iter().filter(|s| s.collection.name == args.collection).map(|s| s.documents).sum::<i64>();
+        let nothing_done = summary.added + summary.updated + summary.unchanged + summary.removed == 0
+            && !summary.failed.is_empty()
+            && indexed_docs == 0;
         Ok(if nothing_done { ExitCode::FAILURE } else { ExitCode::SUCCESS })
     })
 }
@@ -181,7 +193,12 @@ pub(super) fn search_cmd(args: SearchArgs, paths: &Paths, json_out: bool) -> Res
     rt.block_on(async {
         let catalog = Catalog::open(&paths.catalog_db()).await?;
         let collections = if args.collection.is_empty() {
-            catalog.summaries().await?.into_iter().map(|s| s.collection).collect()
+            catalog
+                .summaries()
+                .await?
+                .into_iter()
+                .map(|s| s.collection)
+                .collect()
         } else {
             catalog.collections_named(&args.collection).await?
         };
@@ -196,25 +213,48 @@ pub(super) fn search_cmd(args: SearchArgs, paths: &Paths, json_out: bool) -> Res
             let embedder = load_embedder(paths, args.embedding_model.as_deref())?;
             Some(embedder.embed_queries(&[query.as_str()])?.remove(0))
         };
-        let fusion = FusionParams { k: args.rrf_k, bm25_weight: args.bm25_weight, vector_weight: args.vector_weight, ..Default::default() };
+        let fusion = FusionParams {
+            k: args.rrf_k,
+            bm25_weight: args.bm25_weight,
+            vector_weight: args.vector_weight,
+            ..Default::default()
+        };
         let ids: Vec<i64> = collections.iter().map(|c| c.id).collect();
         let hits = index.search(args.mode, &query, qv.as_deref(), &ids, args.top_k, &fusion)?;
-        let chunks = catalog.chunks(&hits.iter().map(|h| h.0).collect::<Vec<_>>()).await?;
+        let chunks = catalog
+            .chunks(&hits.iter().map(|h| h.0).collect::<Vec<_>>())
+            .await?;
         let rows: Vec<_> = hits
             .iter()
             .filter_map(|(id, score)| chunks.iter().find(|c| c.id == *id).map(|c| (c, *score)))
             .collect();
         if json_out {
-            print_json(&json!(rows.iter().map(|(c, s)| json!({
-                "doc": c.path, "page": c.page, "chunk_id": c.id, "score": s, "text": c.text,
-                "char_start": c.char_start, "char_end": c.char_end,
-            })).collect::<Vec<_>>()));
+            print_json(&json!(rows
+                .iter()
+                .map(|(c, s)| json!({
+                    "doc": c.path, "page": c.page, "chunk_id": c.id, "score": s, "text": c.text,
+                    "char_start": c.char_start, "char_end": c.char_end,
+                }))
+                .collect::<Vec<_>>()));
         } else if rows.is_empty() {
             println!("no results / 該当なし");
         } else {
             for (i, (c, s)) in rows.iter().enumerate() {
-                let snippet: String = c.text.chars().take(120).collect::<String>().replace('\n', " ");
-                println!("{}. {} p.{}  (score {:.4}, chunk {})\n   {}", i + 1, c.path, c.page, s, c.id, snippet);
+                let snippet: String = c
+                    .text
+                    .chars()
+                    .take(120)
+                    .collect::<String>()
+                    .replace('\n', " ");
+                println!(
+                    "{}. {} p.{}  (score {:.4}, chunk {})\n   {}",
+                    i + 1,
+                    c.path,
+                    c.page,
+                    s,
+                    c.id,
+                    snippet
+                );
             }
         }
         Ok(ExitCode::SUCCESS)
@@ -278,11 +318,21 @@ pub(super) fn check_cmd(paths: &Paths, json_out: bool, repair: bool) -> Result<E
         } else {
             println!(
                 "catalog {} chunks, BM25 {}, vectors {}: {}",
-                report.catalog_chunks, report.bm25_chunks, report.vector_chunks,
-                if report.consistent { "consistent" } else { "NOT consistent (run `kura check --repair`, or any ingest/search, to catch up)" }
+                report.catalog_chunks,
+                report.bm25_chunks,
+                report.vector_chunks,
+                if report.consistent {
+                    "consistent"
+                } else {
+                    "NOT consistent (run `kura check --repair`, or any ingest/search, to catch up)"
+                }
             );
         }
-        Ok(if report.consistent { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        Ok(if report.consistent {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        })
     })
 }
 
@@ -300,41 +350,114 @@ fn yes() -> bool {
     true
 }
 
-pub(super) fn eval_retrieval_cmd(args: EvalRetrievalArgs, paths: &Paths, json_out: bool) -> Result<ExitCode> {
+pub(super) fn eval_retrieval_cmd(
+    args: EvalRetrievalArgs,
+    paths: &Paths,
+    json_out: bool,
+) -> Result<ExitCode> {
     let embedder = load_embedder(paths, None)?;
     let tmp = tempfile_dir(args.work_dir.clone())?;
-    let work = Paths { data_dir: tmp.clone(), models_dir: paths.models_dir.clone() };
-    let chunking = ChunkParams { max_tokens: args.chunk_tokens, overlap_tokens: 32 };
-    let fusion = FusionParams { k: args.rrf_k, bm25_weight: args.bm25_weight, vector_weight: args.vector_weight, ..Default::default() };
+    let work = Paths {
+        data_dir: tmp.clone(),
+        models_dir: paths.models_dir.clone(),
+    };
+    let chunking = ChunkParams {
+        max_tokens: args.chunk_tokens,
+        overlap_tokens: 32,
+    };
+    let fusion = FusionParams {
+        k: args.rrf_k,
+        bm25_weight: args.bm25_weight,
+        vector_weight: args.vector_weight,
+        ..Default::default()
+    };
     let rt = runtime()?;
     let scores = rt.block_on(async {
         let catalog = Catalog::open(&work.catalog_db()).await?;
         let mut index = SearchIndex::open(&work.index_dir())?;
         let (queries, coll_id, key_by) = if let Some(corpus) = &args.corpus {
-            let text = std::fs::read_to_string(&args.dataset).with_context(|| format!("reading {}", args.dataset.display()))?;
+            let text = std::fs::read_to_string(&args.dataset)
+                .with_context(|| format!("reading {}", args.dataset.display()))?;
             let mut queries = Vec::new();
-            for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-                let q: QuestionLine = serde_json::from_str(line).with_context(|| format!("{} line {}", args.dataset.display(), i + 1))?;
+            for (i, line) in text
+                .lines()
+                .enumerate()
+                .filter(|(_, l)| !l.trim().is_empty())
+            {
+                let q: QuestionLine = serde_json::from_str(line)
+                    .with_context(|| format!("{} line {}", args.dataset.display(), i + 1))?;
                 if let (true, Some(doc), Some(page)) = (q.answerable, q.doc, q.page) {
-                    queries.push(Query { question: crate::ingest::normalize::normalize_text(&q.question), relevant: format!("{doc}#{page}") });
+                    queries.push(Query {
+                        question: crate::ingest::normalize::normalize_text(&q.question),
+                        relevant: format!("{doc}#{page}"),
+                    });
                 }
             }
-            let pb = if json_out { ProgressBar::hidden() } else { bar(0, "index corpus") };
-            let progress = |p: Progress| if let Progress::Found(n) = p { pb.set_length(n as u64) } else { pb.inc(1) };
-            let opts = IngestOptions { chunking, ..Default::default() };
-            ingest(std::slice::from_ref(corpus), "eval", &opts, &catalog, &mut index, &embedder, &progress).await?;
+            let pb = if json_out {
+                ProgressBar::hidden()
+            } else {
+                bar(0, "index corpus")
+            };
+            let progress = |p: Progress| {
+                if let Progress::Found(n) = p {
+                    pb.set_length(n as u64)
+                } else {
+                    pb.inc(1)
+                }
+            };
+            let opts = IngestOptions {
+                chunking,
+                ..Default::default()
+            };
+            ingest(
+                std::slice::from_ref(corpus),
+                "eval",
+                &opts,
+                &catalog,
+                &mut index,
+                &embedder,
+                &progress,
+            )
+            .await?;
             pb.finish_and_clear();
             let id = catalog.collection("eval").await?.id;
             (queries, id, KeyBy::Page)
         } else {
             let (docs, queries) = retrieval::load_squad(&args.dataset, args.max_questions)?;
-            let pb = if json_out { ProgressBar::hidden() } else { bar(docs.len() as u64, "index passages") };
-            let id = retrieval::index_corpus(&docs, "eval", &catalog, &mut index, &embedder, &chunking, &|n| pb.set_position(n as u64)).await?;
+            let pb = if json_out {
+                ProgressBar::hidden()
+            } else {
+                bar(docs.len() as u64, "index passages")
+            };
+            let id = retrieval::index_corpus(
+                &docs,
+                "eval",
+                &catalog,
+                &mut index,
+                &embedder,
+                &chunking,
+                &|n| pb.set_position(n as u64),
+            )
+            .await?;
             pb.finish_and_clear();
             (queries, id, KeyBy::Document)
         };
-        let pb = if json_out { ProgressBar::hidden() } else { bar(queries.len() as u64, "questions") };
-        let s = retrieval::evaluate(&queries, coll_id, key_by, &catalog, &index, &embedder, &fusion, &|n| pb.set_position(n as u64)).await?;
+        let pb = if json_out {
+            ProgressBar::hidden()
+        } else {
+            bar(queries.len() as u64, "questions")
+        };
+        let s = retrieval::evaluate(
+            &queries,
+            coll_id,
+            key_by,
+            &catalog,
+            &index,
+            &embedder,
+            &fusion,
+            &|n| pb.set_position(n as u64),
+        )
+        .await?;
         pb.finish_and_clear();
         anyhow::Ok(s)
     })?;
@@ -350,7 +473,14 @@ pub(super) fn eval_retrieval_cmd(args: EvalRetrievalArgs, paths: &Paths, json_ou
         for s in &scores {
             println!(
                 "| {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.1} |",
-                s.mode, s.questions, s.recall_at_1, s.recall_at_5, s.recall_at_10, s.mrr_at_10, s.ndcg_at_10, s.p50_ms
+                s.mode,
+                s.questions,
+                s.recall_at_1,
+                s.recall_at_5,
+                s.recall_at_10,
+                s.mrr_at_10,
+                s.ndcg_at_10,
+                s.p50_ms
             );
         }
     }
@@ -358,7 +488,8 @@ pub(super) fn eval_retrieval_cmd(args: EvalRetrievalArgs, paths: &Paths, json_ou
 }
 
 fn tempfile_dir(chosen: Option<PathBuf>) -> Result<PathBuf> {
-    let dir = chosen.unwrap_or_else(|| std::env::temp_dir().join(format!("kura-eval-{}", std::process::id())));
+    let dir = chosen
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("kura-eval-{}", std::process::id())));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
 }
@@ -377,7 +508,11 @@ pub struct BenchIndexArgs {
     pub work_dir: Option<PathBuf>,
 }
 
-pub(super) fn bench_index_cmd(args: BenchIndexArgs, paths: &Paths, json_out: bool) -> Result<ExitCode> {
+pub(super) fn bench_index_cmd(
+    args: BenchIndexArgs,
+    paths: &Paths,
+    json_out: bool,
+) -> Result<ExitCode> {
     let embedder = load_embedder(paths, None)?;
     let keep = args.work_dir.is_some();
     let dir = tempfile_dir(args.work_dir)?;
@@ -386,11 +521,17 @@ pub(super) fn bench_index_cmd(args: BenchIndexArgs, paths: &Paths, json_out: boo
         if !json_out {
             eprintln!("building {n} synthetic chunks …");
         }
-        let p = crate::bench::index::scale_point(&dir.join(n.to_string()), n, args.queries, &embedder, &|m| {
-            if !json_out {
-                eprintln!("  {m}")
-            }
-        })?;
+        let p = crate::bench::index::scale_point(
+            &dir.join(n.to_string()),
+            n,
+            args.queries,
+            &embedder,
+            &|m| {
+                if !json_out {
+                    eprintln!("  {m}")
+                }
+            },
+        )?;
         let _ = std::fs::remove_dir_all(dir.join(n.to_string()));
         if !json_out {
             println!(
@@ -404,7 +545,72 @@ pub(super) fn bench_index_cmd(args: BenchIndexArgs, paths: &Paths, json_out: boo
         let _ = std::fs::remove_dir_all(&dir);
     }
     if json_out {
-        print_json(&json!({"threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1), "points": points}));
+        print_json(
+            &json!({"threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1), "points": points}),
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `kura bench embed`
+#[derive(Debug, Args)]
+pub struct BenchEmbedArgs {
+    /// Passages per repeat.
+    #[arg(long, default_value_t = 64)]
+    pub passages: usize,
+    /// Tokens per passage (prefix and special tokens included).
+    #[arg(long, default_value_t = 256)]
+    pub tokens: usize,
+    /// Timed repeats (the best is reported).
+    #[arg(long, default_value_t = 3)]
+    pub repeats: usize,
+    /// Embedding model (default: the default embedding model).
+    #[arg(long)]
+    pub embedding_model: Option<String>,
+}
+
+pub(super) fn bench_embed_cmd(
+    args: BenchEmbedArgs,
+    paths: &Paths,
+    json_out: bool,
+) -> Result<ExitCode> {
+    let registry = Registry::open(&paths.models_dir)?;
+    let model = registry.verify_named(args.embedding_model.as_deref(), Role::Embedding)?;
+    if model.entry.format != "e5s1" {
+        bail!(
+            "the PyTorch reference reads E5S1 containers only; {} is {}",
+            model.entry.name,
+            model.entry.format
+        );
+    }
+    let embedder = load_embedder(paths, args.embedding_model.as_deref())?;
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let r = crate::bench::embed::run(
+        &embedder,
+        model.primary(),
+        &repo,
+        args.passages,
+        args.tokens,
+        args.repeats,
+    )?;
+    if json_out {
+        print_json(&serde_json::to_value(&r)?);
+    } else {
+        println!(
+            "{} passages x {} tokens, {} threads: Kura {:.1} chunks/s ({:.0} tokens/s)",
+            r.passages,
+            r.tokens_per_passage,
+            r.threads,
+            r.kura_chunks_per_s,
+            r.kura_chunks_per_s * r.tokens_per_passage as f64
+        );
+        match (r.torch_chunks_per_s, r.ratio, r.agreement_cosine) {
+            (Some(t), Some(ratio), Some(cos)) => println!(
+                "{}: {t:.1} chunks/s — ratio Kura/PyTorch {ratio:.2}x (first embeddings agree: cosine {cos:.5})",
+                r.reference
+            ),
+            _ => println!("reference {}", r.reference),
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

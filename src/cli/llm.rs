@@ -53,7 +53,10 @@ pub struct ModelArgs {
 impl ModelArgs {
     fn params(&self) -> GenerateParams {
         let sampling = if self.temperature <= 0.0 {
-            SamplingParams { repeat_penalty: self.repeat_penalty, ..SamplingParams::greedy() }
+            SamplingParams {
+                repeat_penalty: self.repeat_penalty,
+                ..SamplingParams::greedy()
+            }
         } else {
             SamplingParams {
                 temperature: self.temperature,
@@ -65,7 +68,12 @@ impl ModelArgs {
                 ..SamplingParams::default()
             }
         };
-        GenerateParams { max_tokens: self.max_tokens, sampling, stop: self.stop.clone(), ..GenerateParams::default() }
+        GenerateParams {
+            max_tokens: self.max_tokens,
+            sampling,
+            stop: self.stop.clone(),
+            ..GenerateParams::default()
+        }
     }
 }
 
@@ -83,7 +91,8 @@ pub struct GenerateArgs {
 pub(super) fn load_llm(paths: &Paths, name: Option<&str>) -> Result<Llm> {
     let registry = Registry::open(&paths.models_dir)?;
     let model = registry.verify_named(name, Role::Chat)?;
-    Llm::load(model.primary(), &candle_core::Device::Cpu).with_context(|| format!("loading the chat model {}", model.entry.name))
+    Llm::load(model.primary(), &candle_core::Device::Cpu)
+        .with_context(|| format!("loading the chat model {}", model.entry.name))
 }
 
 /// Ctrl-C cancels the generation in flight instead of killing the process.
@@ -91,7 +100,10 @@ fn cancel_on_ctrl_c() -> Arc<AtomicBool> {
     let flag = Arc::new(AtomicBool::new(false));
     let f = flag.clone();
     std::thread::spawn(move || {
-        if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
             rt.block_on(async {
                 loop {
                     if tokio::signal::ctrl_c().await.is_err() {
@@ -118,7 +130,10 @@ pub(super) fn generate_cmd(args: GenerateArgs, paths: &Paths, json_out: bool) ->
     let llm = load_llm(paths, args.model.model.as_deref())?;
     let cancel = cancel_on_ctrl_c();
     let mut session = llm.model.new_session();
-    let msgs = messages(&args.model.system, &[ChatMessage::user(args.prompt.clone())]);
+    let msgs = messages(
+        &args.model.system,
+        &[ChatMessage::user(args.prompt.clone())],
+    );
     let mut stdout = std::io::stdout();
     let mut on_text = |piece: &str| {
         if !json_out {
@@ -126,7 +141,13 @@ pub(super) fn generate_cmd(args: GenerateArgs, paths: &Paths, json_out: bool) ->
             let _ = stdout.flush();
         }
     };
-    let g = llm.chat(&mut session, &msgs, &args.model.params(), Some(&cancel), &mut on_text)?;
+    let g = llm.chat(
+        &mut session,
+        &msgs,
+        &args.model.params(),
+        Some(&cancel),
+        &mut on_text,
+    )?;
     if json_out {
         print_json(&json!({
             "text": g.text,
@@ -177,10 +198,16 @@ pub(super) fn chat_cmd(args: ModelArgs, paths: &Paths) -> Result<ExitCode> {
         history.push(ChatMessage::user(line));
         cancel.store(false, Ordering::SeqCst);
         let mut stdout = std::io::stdout();
-        let g = llm.chat(&mut session, &messages(&args.system, &history), &args.params(), Some(&cancel), &mut |p| {
-            let _ = write!(stdout, "{p}");
-            let _ = stdout.flush();
-        });
+        let g = llm.chat(
+            &mut session,
+            &messages(&args.system, &history),
+            &args.params(),
+            Some(&cancel),
+            &mut |p| {
+                let _ = write!(stdout, "{p}");
+                let _ = stdout.flush();
+            },
+        );
         println!();
         match g {
             Ok(g) => history.push(ChatMessage::assistant(g.text)),
@@ -193,7 +220,12 @@ pub(super) fn chat_cmd(args: ModelArgs, paths: &Paths) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub(super) fn quantize_cmd(input: PathBuf, output: PathBuf, kind: &str, json_out: bool) -> Result<ExitCode> {
+pub(super) fn quantize_cmd(
+    input: PathBuf,
+    output: PathBuf,
+    kind: &str,
+    json_out: bool,
+) -> Result<ExitCode> {
     let target: QuantType = kind.parse()?;
     let r = crate::llm::quantize_gguf(&input, &output, target)?;
     if json_out {

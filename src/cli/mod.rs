@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 
 use crate::paths::Paths;
 
+mod dict;
 mod docs;
 mod llm;
 mod models;
@@ -58,6 +59,9 @@ pub enum Command {
         #[arg(long)]
         repair: bool,
     },
+    /// The user dictionary: company terms and product codes for keyword search.
+    #[command(subcommand)]
+    Dict(dict::DictCommand),
     /// Evaluations on real data.
     #[command(subcommand)]
     Eval(EvalCommand),
@@ -78,6 +82,8 @@ pub enum EvalCommand {
 pub enum BenchCommand {
     /// Hybrid query latency and index size at 10k/100k/1M synthetic chunks.
     Index(docs::BenchIndexArgs),
+    /// Passage-embedding throughput, side by side with PyTorch on the same model.
+    Embed(docs::BenchEmbedArgs),
 }
 
 /// `kura models …`
@@ -177,8 +183,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Search(args) => docs::search_cmd(args, &paths, cli.json),
         Command::Status => docs::status_cmd(&paths, cli.json),
         Command::Check { repair } => docs::check_cmd(&paths, cli.json, repair),
-        Command::Eval(EvalCommand::Retrieval(args)) => docs::eval_retrieval_cmd(args, &paths, cli.json),
+        Command::Dict(cmd) => dict::dict_cmd(cmd, &paths, cli.json),
+        Command::Eval(EvalCommand::Retrieval(args)) => {
+            docs::eval_retrieval_cmd(args, &paths, cli.json)
+        }
         Command::Bench(BenchCommand::Index(args)) => docs::bench_index_cmd(args, &paths, cli.json),
+        Command::Bench(BenchCommand::Embed(args)) => docs::bench_embed_cmd(args, &paths, cli.json),
     }
 }
 

@@ -109,7 +109,11 @@ pub(super) fn models(cmd: ModelsCommand, paths: &Paths, json: bool) -> Result<Ex
             }
             Ok(ExitCode::SUCCESS)
         }
-        ModelsCommand::Quantize { input, output, kind } => super::llm::quantize_cmd(input, output, &kind, json),
+        ModelsCommand::Quantize {
+            input,
+            output,
+            kind,
+        } => super::llm::quantize_cmd(input, output, &kind, json),
         ModelsCommand::Fetch { names } => {
             let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("installer/fetch-models");
             if !script.is_file() {

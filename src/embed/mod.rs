@@ -276,6 +276,12 @@ impl Embedder {
         self.embed(texts, self.kind.prefixes().0)
     }
 
+    /// The token ids the model sees for a passage (prefix, truncation and special tokens
+    /// applied): what a reference engine must be fed to do the same work.
+    pub fn passage_input(&self, text: &str) -> Result<Vec<u32>> {
+        self.model_input(self.kind.prefixes().1, text)
+    }
+
     /// The model input for one text: special tokens around the (prefixed, truncated)
     /// text's token ids.
     fn model_input(&self, prefix: &str, text: &str) -> Result<Vec<u32>> {

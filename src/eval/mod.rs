@@ -40,6 +40,9 @@ pub enum EvalError {
 
 impl EvalError {
     pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
-        EvalError::Io { path: path.to_owned(), source }
+        EvalError::Io {
+            path: path.to_owned(),
+            source,
+        }
     }
 }

@@ -74,7 +74,10 @@ struct SquadQa {
 }
 
 /// Loads a SQuAD-format file into (paragraph id, text) and queries.
-pub fn load_squad(path: &Path, max_questions: Option<usize>) -> Result<(Vec<(String, String)>, Vec<Query>), EvalError> {
+pub fn load_squad(
+    path: &Path,
+    max_questions: Option<usize>,
+) -> Result<(Vec<(String, String)>, Vec<Query>), EvalError> {
     let text = std::fs::read_to_string(path).map_err(|e| EvalError::io(path, e))?;
     let squad: Squad = serde_json::from_str(&text).map_err(|e| EvalError::Dataset {
         path: path.to_owned(),
@@ -86,7 +89,10 @@ pub fn load_squad(path: &Path, max_questions: Option<usize>) -> Result<(Vec<(Str
         for p in article.paragraphs {
             let id = format!("p{:05}", docs.len());
             for qa in p.qas {
-                queries.push(Query { question: qa.question, relevant: id.clone() });
+                queries.push(Query {
+                    question: qa.question,
+                    relevant: id.clone(),
+                });
             }
             docs.push((id, p.context));
         }
@@ -103,8 +109,14 @@ fn spread<T>(items: Vec<T>, n: usize) -> Vec<T> {
         return items;
     }
     let step = items.len() as f64 / n as f64;
-    let keep: std::collections::HashSet<usize> = (0..n).map(|i| (i as f64 * step) as usize).collect();
-    items.into_iter().enumerate().filter(|(i, _)| keep.contains(i)).map(|(_, x)| x).collect()
+    let keep: std::collections::HashSet<usize> =
+        (0..n).map(|i| (i as f64 * step) as usize).collect();
+    items
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| keep.contains(i))
+        .map(|(_, x)| x)
+        .collect()
 }
 
 /// Indexes (id, text) documents into a collection of a fresh catalog, one page each.
@@ -122,7 +134,9 @@ pub async fn index_corpus(
         let count = |s: &str| embedder.count_tokens(s);
         let pieces = chunk_page(text, chunking, &count);
         let texts: Vec<&str> = pieces.iter().map(|c| c.text.as_str()).collect();
-        let vectors = embedder.embed_passages(&texts).map_err(|e| EvalError::Embed(e.to_string()))?;
+        let vectors = embedder
+            .embed_passages(&texts)
+            .map_err(|e| EvalError::Embed(e.to_string()))?;
         let chunks: Vec<NewChunk> = pieces
             .into_iter()
             .zip(vectors)
@@ -142,7 +156,12 @@ pub async fn index_corpus(
             size: text.len() as i64,
             mtime: 0,
             extractor: "eval".into(),
-            pages: vec![PageRecord { number: 1, quality: "ok".into(), reason: None, chars: text.chars().count() as i64 }],
+            pages: vec![PageRecord {
+                number: 1,
+                quality: "ok".into(),
+                reason: None,
+                chars: text.chars().count() as i64,
+            }],
         };
         catalog.replace_document(coll.id, &doc, &chunks).await?;
         progress(i + 1);
@@ -177,11 +196,20 @@ pub async fn evaluate(
     let mut times: HashMap<SearchMode, Vec<f64>> = HashMap::new();
     for (qi, q) in queries.iter().enumerate() {
         let t0 = std::time::Instant::now();
-        let qv = embedder.embed_queries(&[q.question.as_str()]).map_err(|e| EvalError::Embed(e.to_string()))?;
+        let qv = embedder
+            .embed_queries(&[q.question.as_str()])
+            .map_err(|e| EvalError::Embed(e.to_string()))?;
         let embed_ms = t0.elapsed().as_secs_f64() * 1000.0;
         for mode in modes {
             let t = std::time::Instant::now();
-            let hits = index.search(mode, &q.question, Some(&qv[0]), &[collection_id], 40, fusion)?;
+            let hits = index.search(
+                mode,
+                &q.question,
+                Some(&qv[0]),
+                &[collection_id],
+                40,
+                fusion,
+            )?;
             let mut ms = t.elapsed().as_secs_f64() * 1000.0;
             if mode != SearchMode::Bm25 {
                 ms += embed_ms;
@@ -198,7 +226,10 @@ pub async fn evaluate(
                     keys.push(key);
                 }
             }
-            let rank = keys.iter().take(10).position(|k| k == &q.relevant || k.ends_with(&q.relevant));
+            let rank = keys
+                .iter()
+                .take(10)
+                .position(|k| k == &q.relevant || k.ends_with(&q.relevant));
             ranks.entry(mode).or_default().push(rank);
             times.entry(mode).or_default().push(ms);
         }
@@ -209,7 +240,8 @@ pub async fn evaluate(
         .map(|m| {
             let r = &ranks[m];
             let n = r.len().max(1) as f64;
-            let within = |k: usize| r.iter().filter(|x| x.is_some_and(|x| x < k)).count() as f64 / n;
+            let within =
+                |k: usize| r.iter().filter(|x| x.is_some_and(|x| x < k)).count() as f64 / n;
             let mut t = times[m].clone();
             t.sort_by(|a, b| a.total_cmp(b));
             RetrievalScores {
@@ -218,8 +250,16 @@ pub async fn evaluate(
                 recall_at_1: within(1),
                 recall_at_5: within(5),
                 recall_at_10: within(10),
-                mrr_at_10: r.iter().map(|x| x.map(|x| 1.0 / (x + 1) as f64).unwrap_or(0.0)).sum::<f64>() / n,
-                ndcg_at_10: r.iter().map(|x| x.map(|x| 1.0 / ((x + 2) as f64).log2()).unwrap_or(0.0)).sum::<f64>() / n,
+                mrr_at_10: r
+                    .iter()
+                    .map(|x| x.map(|x| 1.0 / (x + 1) as f64).unwrap_or(0.0))
+                    .sum::<f64>()
+                    / n,
+                ndcg_at_10: r
+                    .iter()
+                    .map(|x| x.map(|x| 1.0 / ((x + 2) as f64).log2()).unwrap_or(0.0))
+                    .sum::<f64>()
+                    / n,
                 p50_ms: t.get(t.len() / 2).copied().unwrap_or(0.0),
             }
         })

@@ -7,14 +7,21 @@
 //!   `羽田空港` or `有給休暇申請` as one token, so a query for `羽田` would miss
 //!   them in `ja`; the bigram field finds parts of compounds and product codes.
 //!
+//! A user dictionary (`userdict.csv` in the index folder: `surface,part of speech,reading`
+//! per line, lindera's simple IPADIC format) teaches the morphological analyser company
+//! terms and product codes (`くら精機`, `KeihiNavi`) so they become one token. The index
+//! records the sha256 of the dictionary it was built with (`userdict.sha256`); when the
+//! file changes, the next sync re-tokenizes every chunk from the catalog, so old and new
+//! chunks are never analysed differently.
+//!
 //! Queries are analysed by the same analysers and become a boolean OR of term
 //! queries (never parsed as query syntax, so user text cannot break them),
 //! combined with a required filter on the collections the caller may read —
 //! access control happens inside the index, before scoring.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use lindera::dictionary::load_dictionary;
+use lindera::dictionary::{load_dictionary, load_user_dictionary_from_csv};
 use lindera::mode::Mode;
 use lindera::segmenter::Segmenter;
 use lindera_tantivy::tokenizer::LinderaTokenizer;
@@ -98,16 +105,45 @@ pub struct Bm25Index {
     collection: Field,
     ja: Field,
     gram: Field,
+    /// sha256 of the user dictionary in effect ("" when there is none).
+    user_dict_hash: String,
+    /// Where the hash the index was built with is recorded.
+    stamp_path: PathBuf,
+}
+
+/// The user dictionary file in an index folder.
+pub const USER_DICTIONARY: &str = "userdict.csv";
+
+/// sha256 of the user dictionary file, or "" when it does not exist.
+fn user_dict_hash(path: &Path) -> Result<String, IndexError> {
+    use sha2::{Digest, Sha256};
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(hex::encode(Sha256::digest(&bytes))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+        Err(e) => Err(IndexError::io(path, e)),
+    }
 }
 
 /// Weight of the bigram field relative to the morphological field.
 const GRAM_BOOST: f32 = 0.6;
 
-fn analyzers() -> Result<(TextAnalyzer, TextAnalyzer), IndexError> {
+fn analyzers(user_dict: Option<&Path>) -> Result<(TextAnalyzer, TextAnalyzer), IndexError> {
     let dictionary = load_dictionary("embedded://ipadic").map_err(|e| {
         IndexError::Tokenizer(format!("loading the embedded IPADIC dictionary: {e}"))
     })?;
-    let segmenter = Segmenter::new(Mode::Normal, dictionary, None);
+    let user = match user_dict {
+        Some(path) if path.is_file() => Some(
+            load_user_dictionary_from_csv(&dictionary.metadata, path).map_err(|e| {
+                IndexError::Tokenizer(format!(
+                    "{}: not a valid user dictionary (one `surface,part of speech,reading` per line / \
+                     ユーザー辞書の形式が正しくありません): {e}",
+                    path.display()
+                ))
+            })?,
+        ),
+        _ => None,
+    };
+    let segmenter = Segmenter::new(Mode::Normal, dictionary, user);
     let ja = TextAnalyzer::builder(LinderaTokenizer::from_segmenter(segmenter))
         .filter(LowerCaser)
         .filter(StopWordFilter::remove(
@@ -149,12 +185,17 @@ fn schema() -> Schema {
 }
 
 impl Bm25Index {
-    /// Opens (or creates) the index in `dir`.
-    pub fn open(dir: &Path) -> Result<Self, IndexError> {
+    /// Opens (or creates) the index in `dir`, with the user dictionary `user_dict`
+    /// when that file exists.
+    pub fn open(dir: &Path, user_dict: Option<&Path>) -> Result<Self, IndexError> {
         std::fs::create_dir_all(dir).map_err(|e| IndexError::io(dir, e))?;
         let directory = MmapDirectory::open(dir).map_err(|e| IndexError::Bm25(e.to_string()))?;
         let index = Index::open_or_create(directory, schema())?;
-        let (ja, gram) = analyzers()?;
+        let user_dict_hash = match user_dict {
+            Some(p) => user_dict_hash(p)?,
+            None => String::new(),
+        };
+        let (ja, gram) = analyzers(user_dict)?;
         index.tokenizers().register(JA, ja);
         index.tokenizers().register(GRAM, gram);
         let s = index.schema();
@@ -171,7 +212,41 @@ impl Bm25Index {
             index,
             reader,
             writer: None,
+            user_dict_hash,
+            stamp_path: dir.join("userdict.sha256"),
         })
+    }
+
+    /// Whether the index was built with another user dictionary than the one in
+    /// effect now (then every chunk must be analysed again: see [`rebuild_start`](Self::rebuild_start)).
+    pub fn needs_retokenizing(&self) -> bool {
+        let built_with = std::fs::read_to_string(&self.stamp_path).unwrap_or_default();
+        built_with.trim() != self.user_dict_hash
+    }
+
+    /// Deletes every document (effective at the next commit), to re-add all chunks.
+    pub fn rebuild_start(&mut self) -> Result<(), IndexError> {
+        self.writer()?.delete_all_documents()?;
+        Ok(())
+    }
+
+    /// Records that the committed index was analysed with the current user dictionary.
+    pub fn mark_tokenized(&self) -> Result<(), IndexError> {
+        std::fs::write(&self.stamp_path, &self.user_dict_hash)
+            .map_err(|e| IndexError::io(&self.stamp_path, e))
+    }
+
+    /// The tokens the morphological field makes of `text` (for `kura dict tokenize`).
+    pub fn tokenize(&self, text: &str) -> Vec<String> {
+        let Some(mut a) = self.index.tokenizers().get(JA) else {
+            return Vec::new();
+        };
+        let mut stream = a.token_stream(text);
+        let mut out = Vec::new();
+        while let Some(t) = stream.next() {
+            out.push(t.text.clone());
+        }
+        out
     }
 
     /// The index-log sequence number of the last commit (0 for a new index).

@@ -64,7 +64,9 @@ impl IndexError {
 }
 
 /// Which retrievers a search uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum SearchMode {
     /// BM25 and vectors, fused by RRF.
@@ -113,6 +115,15 @@ pub fn rrf(lists: &[(&[(i64, f32)], f32)], k: f32) -> Vec<(i64, f32)> {
     out
 }
 
+/// What BM25 indexes of a chunk: its heading (when the text does not start with it)
+/// and its text.
+fn bm25_text(c: &crate::catalog::ChunkRecord) -> String {
+    match &c.heading {
+        Some(h) if !c.text.starts_with(h.as_str()) => format!("{h}\n{}", c.text),
+        _ => c.text.clone(),
+    }
+}
+
 /// Both indexes, kept in step with the catalog.
 pub struct SearchIndex {
     /// Keyword index.
@@ -151,10 +162,11 @@ fn diff(a: &[i64], b: &HashSet<i64>) -> Vec<i64> {
 }
 
 impl SearchIndex {
-    /// Opens both indexes under `dir` (without syncing).
+    /// Opens both indexes under `dir` (without syncing), with the user dictionary
+    /// `dir/userdict.csv` when it exists.
     pub fn open(dir: &Path) -> Result<Self, IndexError> {
         Ok(SearchIndex {
-            bm25: Bm25Index::open(&dir.join("bm25"))?,
+            bm25: Bm25Index::open(&dir.join("bm25"), Some(&dir.join(bm25::USER_DICTIONARY)))?,
             vectors: VectorIndex::open(&dir.join("vectors"))?,
         })
     }
@@ -165,6 +177,9 @@ impl SearchIndex {
         let last = catalog.last_seq().await?;
         let from = self.bm25.committed_seq()?.min(self.vectors.committed_seq());
         if from >= last {
+            if self.bm25.needs_retokenizing() {
+                self.retokenize_bm25(catalog).await?;
+            }
             return Ok(0);
         }
         let log = catalog.log_since(from).await?;
@@ -200,11 +215,7 @@ impl SearchIndex {
             let seq_of: HashMap<i64, i64> = added.iter().map(|(s, id)| (*id, *s)).collect();
             for c in &chunks {
                 if seq_of[&c.id] > bm25_from {
-                    let text = match &c.heading {
-                        Some(h) if !c.text.starts_with(h.as_str()) => format!("{h}\n{}", c.text),
-                        _ => c.text.clone(),
-                    };
-                    self.bm25.add(c.id, c.collection_id, &text)?;
+                    self.bm25.add(c.id, c.collection_id, &bm25_text(c))?;
                 }
             }
             let vec_ids: Vec<i64> = batch
@@ -224,7 +235,27 @@ impl SearchIndex {
             self.rebuild_vectors(catalog).await?;
         }
         self.vectors.commit(last)?;
+        if self.bm25.needs_retokenizing() {
+            self.retokenize_bm25(catalog).await?;
+        }
         Ok(log.len())
+    }
+
+    /// Re-analyses every chunk of the catalog into BM25 (after the user dictionary
+    /// changed); called by [`sync`](Self::sync) once the index is in step with the log.
+    /// Crash-safe: the dictionary stamp is written only after the commit, so an
+    /// interrupted rebuild starts again at the next sync.
+    pub async fn retokenize_bm25(&mut self, catalog: &Catalog) -> Result<(), IndexError> {
+        let seq = self.bm25.committed_seq()?;
+        self.bm25.rebuild_start()?;
+        let ids = catalog.all_chunk_ids().await?;
+        for batch in ids.chunks(2000) {
+            for c in catalog.chunks(batch).await? {
+                self.bm25.add(c.id, c.collection_id, &bm25_text(&c))?;
+            }
+        }
+        self.bm25.commit(seq)?;
+        self.bm25.mark_tokenized()
     }
 
     /// Rebuilds the vector graph from the live embeddings in the catalog.

@@ -13,7 +13,7 @@
 //!
 //! ```
 //! use kura::ingest::normalize::{normalize_pdf_text, normalize_text};
-//! assert_eq!(normalize_text("ｶﾀｶﾅ　１２３\r\n\r\n\r\n㈱蔵  \n"), "カタカナ123\n\n(株)蔵");
+//! assert_eq!(normalize_text("ｶﾀｶﾅ　１２３\r\n\r\n\r\n㈱蔵  \n"), "カタカナ 123\n\n(株)蔵");
 //! assert_eq!(normalize_pdf_text("次の表の とおり 3 営業日前"), "次の表のとおり3営業日前");
 //! ```
 
@@ -90,7 +90,8 @@ fn join_cjk_spaces(line: &str) -> String {
             }
             let prev = out.chars().next_back().expect("not empty");
             if let Some(&next) = chars.get(j) {
-                let joinable = |a: char, b: char| is_cjk(a) && (is_cjk(b) || b.is_ascii_alphanumeric());
+                let joinable =
+                    |a: char, b: char| is_cjk(a) && (is_cjk(b) || b.is_ascii_alphanumeric());
                 if joinable(prev, next) || joinable(next, prev) {
                     i = j;
                     continue;
@@ -119,22 +120,30 @@ mod tests {
     fn nfkc_folds_width_variants_and_keeps_lines() {
         assert_eq!(
             normalize_text("第１章　総則\nｺﾝﾋﾟｭｰﾀ①\n"),
-            "第1章総則\nコンピュータ1"
+            "第1章 総則\nコンピュータ1"
         );
     }
 
     #[test]
     fn spaces_pdf_extraction_puts_into_japanese_are_removed() {
         assert_eq!(
-            normalize_pdf_text("原則として 3 営業日前までに KintaiNavi で申請する。次の表の とおり"),
+            normalize_pdf_text(
+                "原則として 3 営業日前までに KintaiNavi で申請する。次の表の とおり"
+            ),
             "原則として3営業日前までにKintaiNaviで申請する。次の表のとおり"
         );
-        assert_eq!(normalize_pdf_text("Use oil ISO VG 32 every 1.5 months"), "Use oil ISO VG 32 every 1.5 months");
+        assert_eq!(
+            normalize_pdf_text("Use oil ISO VG 32 every 1.5 months"),
+            "Use oil ISO VG 32 every 1.5 months"
+        );
     }
 
     #[test]
     fn authored_spaces_in_japanese_are_kept() {
-        assert_eq!(normalize_text("2. kura-client を起動する\n人事部 内線1234"), "2. kura-client を起動する\n人事部 内線1234");
+        assert_eq!(
+            normalize_text("2. kura-client を起動する\n人事部 内線1234"),
+            "2. kura-client を起動する\n人事部 内線1234"
+        );
     }
 
     #[test]

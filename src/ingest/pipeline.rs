@@ -60,7 +60,11 @@ pub struct IngestOptions {
 
 impl Default for IngestOptions {
     fn default() -> Self {
-        IngestOptions { limits: Limits::default(), chunking: ChunkParams::default(), embed_batch: 16 }
+        IngestOptions {
+            limits: Limits::default(),
+            chunking: ChunkParams::default(),
+            embed_batch: 16,
+        }
     }
 }
 
@@ -139,7 +143,9 @@ pub fn walk(paths: &[PathBuf]) -> Result<Vec<PathBuf>, IngestError> {
         }
         let mut stack = vec![p];
         while let Some(dir) = stack.pop() {
-            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
             for entry in entries.flatten() {
                 let path = entry.path();
                 let hidden = entry.file_name().to_string_lossy().starts_with('.');
@@ -198,7 +204,10 @@ pub async fn ingest(
     let files = walk(paths)?;
     progress(Progress::Found(files.len()));
     let known = catalog.documents(coll.id).await?;
-    let seen: HashSet<String> = files.iter().map(|p| p.to_string_lossy().into_owned()).collect();
+    let seen: HashSet<String> = files
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
     let mut last_sync = Instant::now();
 
     for path in &files {
@@ -206,7 +215,10 @@ pub async fn ingest(
         let meta = match std::fs::metadata(path) {
             Ok(m) => m,
             Err(e) => {
-                summary.failed.push(Failure { path: path_str, reason: e.to_string() });
+                summary.failed.push(Failure {
+                    path: path_str,
+                    reason: e.to_string(),
+                });
                 continue;
             }
         };
@@ -215,21 +227,32 @@ pub async fn ingest(
         if let Some(d) = previous {
             if d.status == "indexed" && d.size == size && d.mtime == mtime && d.error.is_none() {
                 summary.unchanged += 1;
-                progress(Progress::File { path, outcome: "unchanged", pages: 0 });
+                progress(Progress::File {
+                    path,
+                    outcome: "unchanged",
+                    pages: 0,
+                });
                 continue;
             }
         }
         let hash = match sha256_file(path) {
             Ok(h) => h,
             Err(e) => {
-                summary.failed.push(Failure { path: path_str, reason: e.to_string() });
+                summary.failed.push(Failure {
+                    path: path_str,
+                    reason: e.to_string(),
+                });
                 continue;
             }
         };
         if let Some(d) = previous {
             if d.status == "indexed" && d.content_hash == hash && d.error.is_none() {
                 summary.unchanged += 1;
-                progress(Progress::File { path, outcome: "unchanged", pages: 0 });
+                progress(Progress::File {
+                    path,
+                    outcome: "unchanged",
+                    pages: 0,
+                });
                 continue;
             }
         }
@@ -242,9 +265,18 @@ pub async fn ingest(
             Ok(doc) => doc,
             Err(e) => {
                 let reason = e.to_string();
-                catalog.record_failure(coll.id, &path_str, &hash, size, mtime, &reason).await?;
-                summary.failed.push(Failure { path: path_str, reason });
-                progress(Progress::File { path, outcome: "failed", pages: 0 });
+                catalog
+                    .record_failure(coll.id, &path_str, &hash, size, mtime, &reason)
+                    .await?;
+                summary.failed.push(Failure {
+                    path: path_str,
+                    reason,
+                });
+                progress(Progress::File {
+                    path,
+                    outcome: "failed",
+                    pages: 0,
+                });
                 continue;
             }
         };
@@ -254,7 +286,10 @@ pub async fn ingest(
         for page in &doc.pages {
             let (quality, reason) = match &page.quality {
                 PageQuality::Ok => ("ok", None),
-                PageQuality::Empty => ("empty", Some("no extractable text (image-only page?)".to_owned())),
+                PageQuality::Empty => (
+                    "empty",
+                    Some("no extractable text (image-only page?)".to_owned()),
+                ),
                 PageQuality::Garbled { reason } => ("garbled", Some(reason.clone())),
             };
             pages.push(PageRecord {
@@ -265,7 +300,10 @@ pub async fn ingest(
             });
             if quality != "ok" {
                 // Empty pages of short documents (a blank back page) are not worth a report.
-                if quality == "garbled" || doc.pages.len() > 1 && !page.text.trim().is_empty() || quality == "empty" && doc.pages.len() > 1 {
+                if quality == "garbled"
+                    || doc.pages.len() > 1 && !page.text.trim().is_empty()
+                    || quality == "empty" && doc.pages.len() > 1
+                {
                     summary.problem_pages.push(ProblemPage {
                         path: path_str.clone(),
                         page: page.number,
@@ -292,9 +330,14 @@ pub async fn ingest(
             }
         }
         for batch in chunks.chunks_mut(opts.embed_batch.max(1)) {
-            let texts: Vec<String> = batch.iter().map(|c| passage_text(c.heading.as_deref(), &c.text)).collect();
+            let texts: Vec<String> = batch
+                .iter()
+                .map(|c| passage_text(c.heading.as_deref(), &c.text))
+                .collect();
             let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-            let vectors = embedder.embed_passages(&refs).map_err(|e| IngestError::Embed(e.to_string()))?;
+            let vectors = embedder
+                .embed_passages(&refs)
+                .map_err(|e| IngestError::Embed(e.to_string()))?;
             for (c, v) in batch.iter_mut().zip(vectors) {
                 c.embedding = v;
             }
@@ -310,13 +353,21 @@ pub async fn ingest(
         catalog.replace_document(coll.id, &new_doc, &chunks).await?;
         summary.pages += doc.pages.len();
         summary.chunks += chunks.len();
-        let outcome = if previous.is_some_and(|d| d.status == "indexed") { "updated" } else { "added" };
+        let outcome = if previous.is_some_and(|d| d.status == "indexed") {
+            "updated"
+        } else {
+            "added"
+        };
         if outcome == "updated" {
             summary.updated += 1;
         } else {
             summary.added += 1;
         }
-        progress(Progress::File { path, outcome, pages: doc.pages.len() });
+        progress(Progress::File {
+            path,
+            outcome,
+            pages: doc.pages.len(),
+        });
         if last_sync.elapsed().as_secs() >= 30 {
             index.sync(catalog).await?;
             last_sync = Instant::now();
@@ -324,7 +375,10 @@ pub async fn ingest(
     }
 
     // Files that were under the walked folders and are gone now.
-    let roots: Vec<PathBuf> = paths.iter().map(|p| p.canonicalize().unwrap_or_else(|_| p.clone())).collect();
+    let roots: Vec<PathBuf> = paths
+        .iter()
+        .map(|p| p.canonicalize().unwrap_or_else(|_| p.clone()))
+        .collect();
     for d in &known {
         let p = Path::new(&d.path);
         let under_root = roots.iter().any(|r| p.starts_with(r));

@@ -385,7 +385,11 @@ fn finish(raw: RawDocument, is_pdf: bool) -> ExtractedDocument {
             }
             Page {
                 number,
-                text: if is_pdf { normalize_pdf_text(&text) } else { normalize_text(&text) },
+                text: if is_pdf {
+                    normalize_pdf_text(&text)
+                } else {
+                    normalize_text(&text)
+                },
                 quality,
             }
         })
