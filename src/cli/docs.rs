@@ -614,3 +614,85 @@ pub(super) fn bench_embed_cmd(
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// `kura bench ingest`
+#[derive(Debug, Args)]
+pub struct BenchIngestArgs {
+    /// Files or folders (default: the sample manuals and the real PDFs under tests/data/ingest).
+    pub paths: Vec<PathBuf>,
+    /// Times each file is processed (the best is kept).
+    #[arg(long, default_value_t = 3)]
+    pub repeats: usize,
+}
+
+pub(super) fn bench_ingest_cmd(
+    args: BenchIngestArgs,
+    paths: &Paths,
+    json_out: bool,
+) -> Result<ExitCode> {
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let roots = if args.paths.is_empty() {
+        vec![repo.join("assets/manuals"), repo.join("tests/data/ingest")]
+    } else {
+        args.paths.clone()
+    };
+    let mut files = Vec::new();
+    for root in &roots {
+        if root.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(root)
+                .with_context(|| format!("reading {}", root.display()))?
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_file())
+                .collect();
+            found.sort();
+            // The default set keeps only the good PDFs of the test data (the rest are bad on purpose).
+            if args.paths.is_empty() && root.ends_with("tests/data/ingest") {
+                found.retain(|p| {
+                    p.extension().is_some_and(|e| e == "pdf")
+                        && !p
+                            .file_name()
+                            .is_some_and(|n| n.to_string_lossy().starts_with("bad-"))
+                });
+            }
+            files.extend(found);
+        } else {
+            files.push(root.clone());
+        }
+    }
+    let embedder = load_embedder(paths, None)?;
+    let work = tempfile_dir(None)?;
+    let r = crate::bench::ingest::run(&files, &embedder, &work, args.repeats)?;
+    let _ = std::fs::remove_dir_all(&work);
+    if json_out {
+        print_json(&serde_json::to_value(&r)?);
+    } else {
+        println!("| file | extractor | pages | chunks | extract ms | chunk ms | BM25 ms |");
+        println!("|---|---|---|---|---|---|---|");
+        for f in &r.files {
+            println!(
+                "| {} | {} | {} | {} | {:.1} | {:.1} | {:.1} |",
+                f.path.file_name().unwrap_or_default().to_string_lossy(),
+                f.extractor,
+                f.pages,
+                f.chunks,
+                f.extract_s * 1e3,
+                f.chunk_s * 1e3,
+                f.bm25_s * 1e3
+            );
+        }
+        for (p, why) in &r.failed {
+            println!("FAILED {}: {why}", p.display());
+        }
+        println!(
+            "one core: PDF {:.1} pages/s, all formats {:.1} pages/s, chunking+BM25 {:.0} chunks/s; embedding {:.1} chunks/s ({} threads); BM25 on disk {:.2} MB",
+            r.pdf_pages_per_s,
+            r.pages_per_s,
+            r.chunks_per_s,
+            r.embed_chunks_per_s,
+            std::thread::available_parallelism().map_or(1, |n| n.get()),
+            r.bm25_bytes as f64 / 1e6
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

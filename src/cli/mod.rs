@@ -84,6 +84,8 @@ pub enum BenchCommand {
     Index(docs::BenchIndexArgs),
     /// Passage-embedding throughput, side by side with PyTorch on the same model.
     Embed(docs::BenchEmbedArgs),
+    /// Extraction, chunking and BM25 pages/s per core on real documents; embedding chunks/s.
+    Ingest(docs::BenchIngestArgs),
 }
 
 /// `kura models …`
@@ -189,6 +191,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Bench(BenchCommand::Index(args)) => docs::bench_index_cmd(args, &paths, cli.json),
         Command::Bench(BenchCommand::Embed(args)) => docs::bench_embed_cmd(args, &paths, cli.json),
+        Command::Bench(BenchCommand::Ingest(args)) => {
+            docs::bench_ingest_cmd(args, &paths, cli.json)
+        }
     }
 }
 

@@ -420,9 +420,10 @@ where
     T: Send + 'static,
     F: FnOnce() -> Result<T, Fail> + Send + 'static,
 {
+    quiet_extractor_panics();
     let (tx, rx) = mpsc::channel();
     let spawned = std::thread::Builder::new()
-        .name("kura-extract".into())
+        .name(EXTRACT_THREAD.into())
         .stack_size(WORKER_STACK)
         .spawn(move || {
             let outcome = catch_unwind(AssertUnwindSafe(job));
@@ -441,6 +442,29 @@ where
             Err(Fail::Panicked("the extraction worker died".into()))
         }
     }
+}
+
+/// Name of the extraction worker threads.
+const EXTRACT_THREAD: &str = "kura-extract";
+
+/// A panic inside an extractor (pdf-extract has dozens of `panic!` sites) is caught and
+/// becomes one failed file with its reason; the default hook would also print a panic
+/// message and backtrace to the terminal, which reads like a crash. This hook keeps
+/// those to the debug log on extraction threads and leaves every other panic as it was.
+fn quiet_extractor_panics() {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if std::thread::current().name() == Some(EXTRACT_THREAD) {
+                tracing::debug!(
+                    "extractor panicked (caught, the file is reported as failed): {info}"
+                );
+            } else {
+                previous(info);
+            }
+        }));
+    });
 }
 
 /// The message of a panic payload (`&str` or `String`), or a placeholder.
