@@ -15,6 +15,7 @@ use crate::paths::Paths;
 mod docs;
 mod llm;
 mod models;
+mod serve;
 
 /// Kura (蔵): private AI over your company's documents, on this machine only.
 #[derive(Debug, Parser)]
@@ -64,6 +65,8 @@ pub enum Command {
     /// Benchmarks (numbers, not tests).
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Serve the OpenAI-compatible HTTP API (chat, embeddings) on this machine.
+    Serve(serve::ServeArgs),
 }
 
 /// `kura eval …`
@@ -179,6 +182,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Check { repair } => docs::check_cmd(&paths, cli.json, repair),
         Command::Eval(EvalCommand::Retrieval(args)) => docs::eval_retrieval_cmd(args, &paths, cli.json),
         Command::Bench(BenchCommand::Index(args)) => docs::bench_index_cmd(args, &paths, cli.json),
+        Command::Serve(args) => serve::serve_cmd(args, &paths, cli.json),
     }
 }
 
