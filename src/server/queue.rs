@@ -267,10 +267,10 @@ mod tests {
         let order = Arc::new(Mutex::new(Vec::new()));
         let mut tasks = Vec::new();
         for i in 0..4 {
-            let (s, order) = (s.clone(), order.clone());
+            let (s2, order2) = (s.clone(), order.clone());
             tasks.push(tokio::spawn(async move {
-                let slot = s.admit(flag()).await.unwrap();
-                order.lock().unwrap().push(i);
+                let slot = s2.admit(flag()).await.unwrap();
+                order2.lock().unwrap().push(i);
                 tokio::time::sleep(Duration::from_millis(5)).await;
                 drop(slot);
             }));
