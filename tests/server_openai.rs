@@ -292,7 +292,10 @@ fn the_official_openai_client_chats_streams_embeds_and_gets_openai_errors() {
     assert_eq!(st["ids"], 1, "every chunk of one answer has the same id");
     assert_eq!(st["roles"], json!(["assistant"]));
     assert!(st["pieces"].as_array().unwrap().len() > 1, "{st}");
-    assert_eq!(st["text"], chat["content"], "streamed and not, greedy: same text");
+    assert_eq!(
+        st["text"], chat["content"],
+        "streamed and not, greedy: same text"
+    );
     assert_eq!(st["finish_reason"], chat["finish_reason"]);
     assert_eq!(st["usage"], chat["usage"]);
 
@@ -310,9 +313,18 @@ fn the_official_openai_client_chats_streams_embeds_and_gets_openai_errors() {
     for n in e["norms"].as_array().unwrap() {
         assert!((n.as_f64().unwrap() - 1.0).abs() < 1e-3, "norm {n}");
     }
-    let (para, unrel) = (e["sim_paraphrase"].as_f64().unwrap(), e["sim_unrelated"].as_f64().unwrap());
-    assert!(para > unrel + 0.05, "paraphrase {para} vs unrelated {unrel}");
-    let (qa, qu) = (e["query_to_answer"].as_f64().unwrap(), e["query_to_unrelated"].as_f64().unwrap());
+    let (para, unrel) = (
+        e["sim_paraphrase"].as_f64().unwrap(),
+        e["sim_unrelated"].as_f64().unwrap(),
+    );
+    assert!(
+        para > unrel + 0.05,
+        "paraphrase {para} vs unrelated {unrel}"
+    );
+    let (qa, qu) = (
+        e["query_to_answer"].as_f64().unwrap(),
+        e["query_to_unrelated"].as_f64().unwrap(),
+    );
     assert!(qa > qu + 0.05, "query→answer {qa} vs query→unrelated {qu}");
     assert!(e["float_vs_base64_max_diff"].as_f64().unwrap() < 1e-6);
     assert!(e["usage"]["prompt_tokens"].as_u64().unwrap() > 3);
@@ -323,15 +335,27 @@ fn the_official_openai_client_chats_streams_embeds_and_gets_openai_errors() {
     assert_eq!(unknown["class"], "NotFoundError", "{unknown}");
     assert_eq!(unknown["code"], "model_not_found");
     assert!(unknown["message"].as_str().unwrap().contains("gpt-4o"));
-    assert!(unknown["message"].as_str().unwrap().contains(CHAT), "names what is loaded");
+    assert!(
+        unknown["message"].as_str().unwrap().contains(CHAT),
+        "names what is loaded"
+    );
     for key in ["context_overflow", "context_overflow_streamed"] {
         let e = &errs[key];
         assert_eq!(e["class"], "BadRequestError", "{key}: {e}");
         assert_eq!(e["status"], 400);
         assert_eq!(e["code"], "context_length_exceeded");
-        assert!(e["message"].as_str().unwrap().contains("maximum context length is 8192"), "{e}");
+        assert!(
+            e["message"]
+                .as_str()
+                .unwrap()
+                .contains("maximum context length is 8192"),
+            "{e}"
+        );
     }
-    assert_eq!(errs["chat_model_for_embeddings"]["class"], "BadRequestError");
+    assert_eq!(
+        errs["chat_model_for_embeddings"]["class"],
+        "BadRequestError"
+    );
     assert!(errs["chat_model_for_embeddings"]["message"]
         .as_str()
         .unwrap()
@@ -342,8 +366,15 @@ fn the_official_openai_client_chats_streams_embeds_and_gets_openai_errors() {
     // Raw HTTP: unknown paths and bad bodies are OpenAI-shaped too.
     let (status, body) = server.get("/v1/nope");
     assert_eq!(status, 404);
-    assert!(body["error"]["message"].as_str().unwrap().contains("/v1/nope"));
-    let (status, body) = server.request("POST", "/v1/chat/completions", Some(&json!({"messages": 3})));
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("/v1/nope"));
+    let (status, body) = server.request(
+        "POST",
+        "/v1/chat/completions",
+        Some(&json!({"messages": 3})),
+    );
     assert_eq!(status, 400);
     assert_eq!(body["error"]["type"], "invalid_request_error");
     let (status, body) = server.get("/v1/chat/completions");
@@ -354,15 +385,24 @@ fn the_official_openai_client_chats_streams_embeds_and_gets_openai_errors() {
 
 #[test]
 fn concurrent_requests_get_exactly_what_each_gets_alone() {
-    let server = Arc::new(Server::start(&["--max-concurrent", "2", "--embedding-model", "none"]));
+    let server = Arc::new(Server::start(&[
+        "--max-concurrent",
+        "2",
+        "--embedding-model",
+        "none",
+    ]));
     let prompts = [
         "Write a short poem about the sea.",
         "Explain in a few sentences how a bicycle works.",
     ];
-    let body = |p: &str| json!({"model": CHAT, "messages": user(p), "max_tokens": 64, "temperature": 0});
+    let body =
+        |p: &str| json!({"model": CHAT, "messages": user(p), "max_tokens": 64, "temperature": 0});
 
     // Alone, one after the other.
-    let alone: Vec<(String, String)> = prompts.iter().map(|p| server.stream(body(p)).collect()).collect();
+    let alone: Vec<(String, String)> = prompts
+        .iter()
+        .map(|p| server.stream(body(p)).collect())
+        .collect();
     for (text, _) in &alone {
         assert!(text.split_whitespace().count() > 10, "{text:?}");
     }
@@ -394,11 +434,17 @@ fn concurrent_requests_get_exactly_what_each_gets_alone() {
     done.store(true, Ordering::SeqCst);
     let (answers, max_running) = poller.join().unwrap();
 
-    assert_eq!(together, alone, "interleaved generations must not disturb each other");
+    assert_eq!(
+        together, alone,
+        "interleaved generations must not disturb each other"
+    );
     assert!(answers > 0, "health answered while generating");
     assert_eq!(max_running, 2, "the two generations ran at the same time");
     let q = server.queue();
-    assert_eq!((q["completed"].as_u64(), q["cancelled"].as_u64()), (Some(4), Some(0)));
+    assert_eq!(
+        (q["completed"].as_u64(), q["cancelled"].as_u64()),
+        (Some(4), Some(0))
+    );
 }
 
 #[test]
@@ -424,15 +470,23 @@ fn a_client_that_disconnects_cancels_its_generation_and_shutdown_is_graceful() {
             )
         })
     };
-    wait_until("the second request to queue", || server.queue()["waiting"] == 1);
+    wait_until("the second request to queue", || {
+        server.queue()["waiting"] == 1
+    });
     let q = server.queue();
-    assert_eq!((q["running"].as_u64(), q["waiting"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(
+        (q["running"].as_u64(), q["waiting"].as_u64()),
+        (Some(1), Some(1))
+    );
 
     // The first client goes away: its generation stops early and the second one runs.
     first.disconnect();
     let (status, reply) = second.join().unwrap();
     assert_eq!(status, 200, "{reply}");
-    assert!(!reply["choices"][0]["message"]["content"].as_str().unwrap().is_empty());
+    assert!(!reply["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .is_empty());
     let q = server.queue();
     assert_eq!(q["cancelled"], 1, "{q}");
     assert_eq!(q["completed"], 1, "{q}");
@@ -448,7 +502,9 @@ fn a_client_that_disconnects_cancels_its_generation_and_shutdown_is_graceful() {
     let mut running = server.stream(long.clone());
     assert!(running.next_content().is_some());
     let queued = server.stream(long.clone());
-    wait_until("the second stream to queue", || server.queue()["waiting"] == 1);
+    wait_until("the second stream to queue", || {
+        server.queue()["waiting"] == 1
+    });
     queued.disconnect();
     running.disconnect();
     wait_until("the server to become idle", || {
@@ -464,7 +520,10 @@ fn a_client_that_disconnects_cancels_its_generation_and_shutdown_is_graceful() {
     // SIGTERM during a generation: the client gets an error event, the server exits 0.
     let mut last = server.stream(long);
     assert!(last.next_content().is_some());
-    let killed = Command::new("kill").args(["-TERM", &server.pid()]).status().unwrap();
+    let killed = Command::new("kill")
+        .args(["-TERM", &server.pid()])
+        .status()
+        .unwrap();
     assert!(killed.success());
     let mut events = Vec::new();
     while let Some(d) = last.next_data() {

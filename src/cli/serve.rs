@@ -71,9 +71,9 @@ pub(super) fn serve_cmd(args: ServeArgs, paths: &Paths, json_out: bool) -> Resul
         .context("starting the async runtime")?;
     let result = runtime.block_on(async {
         let addr = SocketAddr::new(args.host, args.port);
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr} (is another server using the port?)"))?;
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+            format!("cannot listen on {addr} (is another server using the port?)")
+        })?;
         let local = listener.local_addr()?;
         if json_out {
             print_json(&json!({"listening": format!("http://{local}"), "models": names}));

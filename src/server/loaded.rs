@@ -217,12 +217,10 @@ impl LoadedModels {
         match requested {
             None => Ok(model),
             Some(name) if name == model.name => Ok(model),
-            Some(name) if self.chat.iter().any(|m| m.name == name) => {
-                Err(ApiError::bad_request(
-                    format!("`{name}` is a chat model: use it with /v1/chat/completions"),
-                    Some("model"),
-                ))
-            }
+            Some(name) if self.chat.iter().any(|m| m.name == name) => Err(ApiError::bad_request(
+                format!("`{name}` is a chat model: use it with /v1/chat/completions"),
+                Some("model"),
+            )),
             Some(name) => Err(ApiError::model_not_found(name, &self.names())),
         }
     }

@@ -815,8 +815,7 @@ pub fn embed_texts(
 
 /// Standard base64 (with padding) of the vector's little-endian f32 bytes.
 pub fn base64_f32(v: &[f32]) -> String {
-    const ALPHABET: &[u8; 64] =
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
@@ -847,16 +846,15 @@ pub async fn embeddings(
         .models
         .resolve_embedding(req.model.as_deref())?
         .clone();
-    let texts = match req.input {
-        EmbeddingInput::One(t) => vec![t],
-        EmbeddingInput::Many(v) => v,
-        EmbeddingInput::Other(_) => {
-            return Err(ApiError::bad_request(
+    let texts =
+        match req.input {
+            EmbeddingInput::One(t) => vec![t],
+            EmbeddingInput::Many(v) => v,
+            EmbeddingInput::Other(_) => return Err(ApiError::bad_request(
                 "`input` must be a string or a list of strings (token arrays are not supported)",
                 Some("input"),
-            ))
-        }
-    };
+            )),
+        };
     if texts.is_empty() || texts.len() > MAX_EMBEDDING_INPUTS {
         return Err(ApiError::bad_request(
             format!("`input` must hold 1 to {MAX_EMBEDDING_INPUTS} texts"),

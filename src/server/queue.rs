@@ -304,7 +304,11 @@ mod tests {
         assert_eq!(s.stats().rejected, 1);
         waiter.abort();
         let _ = waiter.await;
-        assert_eq!(s.stats().waiting, 0, "an abandoned request leaves the queue");
+        assert_eq!(
+            s.stats().waiting,
+            0,
+            "an abandoned request leaves the queue"
+        );
         drop(held);
         assert!(s.admit(flag()).await.is_ok());
     }
@@ -320,7 +324,10 @@ mod tests {
             tokio::task::yield_now().await;
         }
         s.shutdown();
-        assert!(cancel.load(Ordering::SeqCst), "the running generation is told to stop");
+        assert!(
+            cancel.load(Ordering::SeqCst),
+            "the running generation is told to stop"
+        );
         let e = waiter.await.unwrap().unwrap_err();
         assert_eq!(e.code, Some("shutting_down"));
         slot.finish(Outcome::Cancelled, 7);

@@ -73,7 +73,9 @@ impl JobHandle {
                 JobEvent::Error(e) => return Err(e),
             }
         }
-        Err(ApiError::internal("the generation worker stopped without an answer"))
+        Err(ApiError::internal(
+            "the generation worker stopped without an answer",
+        ))
     }
 }
 
