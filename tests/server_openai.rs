@@ -517,6 +517,27 @@ fn a_client_that_disconnects_cancels_its_generation_and_shutdown_is_graceful() {
     assert!((2..=3).contains(&cancelled), "{q}");
     assert!(q["cancelled_tokens"].as_u64().unwrap() < LONG, "{q}");
 
+    // Not streamed: a client that gives up waiting for the whole answer cancels it too.
+    let mut not_streamed = long.clone();
+    not_streamed["stream"] = json!(false);
+    let body = not_streamed.to_string();
+    let mut conn = server.connect();
+    write!(
+        conn,
+        "POST /v1/chat/completions HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    wait_until("the generation to start", || server.queue()["running"] == 1);
+    conn.shutdown(Shutdown::Both).unwrap();
+    drop(conn);
+    wait_until("the server to become idle", || {
+        server.queue()["running"] == 0
+    });
+    let q2 = server.queue();
+    assert_eq!(q2["completed"], 1, "{q2}");
+    assert_eq!(q2["cancelled"].as_u64(), Some(cancelled + 1), "{q2}");
+
     // SIGTERM during a generation: the client gets an error event, the server exits 0.
     let mut last = server.stream(long);
     assert!(last.next_content().is_some());
