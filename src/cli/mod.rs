@@ -16,6 +16,7 @@ mod dict;
 mod docs;
 mod llm;
 mod models;
+mod serve;
 
 /// Kura (蔵): private AI over your company's documents, on this machine only.
 #[derive(Debug, Parser)]
@@ -68,6 +69,8 @@ pub enum Command {
     /// Benchmarks (numbers, not tests).
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Serve the OpenAI-compatible HTTP API (chat, embeddings) on this machine.
+    Serve(serve::ServeArgs),
 }
 
 /// `kura eval …`
@@ -194,6 +197,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Bench(BenchCommand::Ingest(args)) => {
             docs::bench_ingest_cmd(args, &paths, cli.json)
         }
+        Command::Serve(args) => serve::serve_cmd(args, &paths, cli.json),
     }
 }
 

@@ -1,0 +1,104 @@
+//! `kura serve`: the OpenAI-compatible HTTP server (see [`crate::server`]).
+
+use std::net::{IpAddr, SocketAddr};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use serde_json::json;
+
+use super::print_json;
+use crate::models::Registry;
+use crate::paths::Paths;
+use crate::server::{self, LoadedModels, ServerOptions, ServerState};
+
+/// `kura serve`
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on. The default serves this machine only; `0.0.0.0` serves
+    /// the LAN (there is no authentication yet).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: IpAddr,
+    /// Port to listen on (0: any free port; the address is printed).
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Chat model to load (repeatable; the first answers requests that name none).
+    /// Default: the default chat model.
+    #[arg(long = "model", value_name = "NAME")]
+    pub models: Vec<String>,
+    /// Embedding model for /v1/embeddings (default: the default embedding model;
+    /// `none` for no embeddings).
+    #[arg(long, value_name = "NAME")]
+    pub embedding_model: Option<String>,
+    /// Generations that run at once; more wait in line (first come, first served).
+    /// 1 suits a CPU, where one generation uses every core.
+    #[arg(long, default_value_t = 1)]
+    pub max_concurrent: usize,
+    /// Requests that may wait for the model before new ones are refused (503).
+    #[arg(long, default_value_t = 64)]
+    pub max_queue: usize,
+    /// Cap on prompt + reply tokens per request (default: the model's context).
+    #[arg(long, value_name = "TOKENS")]
+    pub context_length: Option<usize>,
+}
+
+pub(super) fn serve_cmd(args: ServeArgs, paths: &Paths, json_out: bool) -> Result<ExitCode> {
+    let registry = Registry::open(&paths.models_dir)?;
+    let device = candle_core::Device::Cpu;
+    if !json_out {
+        eprintln!("kura serve: verifying and loading models…");
+    }
+    let models = LoadedModels::load(
+        &registry,
+        &args.models,
+        args.embedding_model.as_deref(),
+        &device,
+    )?;
+    let names = models.names();
+    let state = ServerState::new(
+        models,
+        ServerOptions {
+            max_concurrent: args.max_concurrent,
+            max_waiting: args.max_queue,
+            context_length: args.context_length,
+            ..ServerOptions::default()
+        },
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let result = runtime.block_on(async {
+        let addr = SocketAddr::new(args.host, args.port);
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+            format!("cannot listen on {addr} (is another server using the port?)")
+        })?;
+        let local = listener.local_addr()?;
+        if json_out {
+            print_json(&json!({"listening": format!("http://{local}"), "models": names}));
+        } else {
+            println!("kura serve: listening on http://{local}");
+            println!(
+                "  models: {}; OpenAI base_url: http://{local}/v1 — Ctrl-C to stop",
+                names.join(", ")
+            );
+        }
+        if !args.host.is_loopback() {
+            eprintln!(
+                "warning: listening on {} — every machine that can reach it may use the API \
+                 (no authentication yet) / ネットワーク上の誰でも API を利用できます",
+                args.host
+            );
+        }
+        server::serve(listener, state, server::shutdown_signal()).await?;
+        anyhow::Ok(())
+    });
+    // Generations were cancelled on shutdown; give their threads a moment to end.
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    result?;
+    if !json_out {
+        eprintln!("kura serve: stopped");
+    }
+    Ok(ExitCode::SUCCESS)
+}

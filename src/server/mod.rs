@@ -1,0 +1,273 @@
+//! The HTTP server: an OpenAI-compatible `/v1` API and Kura's own `/api`.
+//!
+//! `kura serve` puts the engine on the network (loopback by default) so that other
+//! internal systems can use the local model through the API they already speak —
+//! the official `openai` SDKs, LangChain, anything with a configurable `base_url` —
+//! and so that the desktop app and the web UI talk to the same engine.
+//!
+//! | route | what |
+//! |---|---|
+//! | `POST /v1/chat/completions` | chat, streamed (SSE) or not ([`openai`]) |
+//! | `POST /v1/embeddings` | sentence embeddings ([`openai`]) |
+//! | `GET /v1/models`, `/v1/models/{id}` | the loaded models |
+//! | `GET /api/health` | status, models, queue and counters, version |
+//!
+//! # Design
+//!
+//! **Shared weights, one session per request.** The weights of a model ([`Llm`]) are
+//! loaded once and only read while generating, so every request shares them through
+//! an `Arc`. Everything a generation changes — the KV cache and the tokens it holds —
+//! lives in a [`Session`](crate::llm::Session) that the request creates and owns. Two
+//! requests therefore cannot corrupt each other's state however they interleave, and
+//! a LoRA adapter chosen for one request (a per-session setting) never leaks into
+//! another.
+//!
+//! **A fair queue in front of the model** ([`queue`]). One generation already keeps
+//! every CPU core busy; running several at once only makes each slower and adds
+//! memory for their caches. Requests wait first come, first served for one of
+//! `max_concurrent` slots (default 1 on the CPU; raise it on a GPU). Waiting is an
+//! `await`, so a long queue blocks no thread and `/api/health` answers at once.
+//! Generation itself runs on blocking threads ([`worker`]), never on the async
+//! executor. A full queue answers 503 at once instead of growing without bound.
+//!
+//! **Cancellation follows the connection.** The request's side of a generation is a
+//! [`JobHandle`](worker::JobHandle) whose `Drop` sets the generation's cancel flag.
+//! axum drops the response future when a non-streaming client disconnects, and the
+//! SSE body when a streaming client does, so either way the engine stops within one
+//! token and the slot goes to the next request in line; a request still in the queue
+//! just leaves it. `/api/health` counts cancelled generations and the tokens they had
+//! produced.
+//!
+//! **Graceful shutdown.** Ctrl-C or SIGTERM stops accepting connections, refuses
+//! queued requests with 503, cancels running generations (their clients get an error
+//! event) and waits a few seconds for connections to close.
+//!
+//! Errors are OpenAI-shaped JSON ([`error`]). [`ServerState`] holds what handlers
+//! share; new parts of the API (e.g. grounded answers at `/api/ask`) add their state
+//! there and their routes in [`routes`].
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use kura::server::{self, LoadedModels, ServerOptions, ServerState};
+//! let registry = kura::models::Registry::open(std::path::Path::new("models"))?;
+//! let models = LoadedModels::load(&registry, &["smollm2-135m-instruct".into()], None,
+//!     &candle_core::Device::Cpu)?;
+//! let state = ServerState::new(models, ServerOptions::default());
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! server::serve(listener, state, server::shutdown_signal()).await?;
+//! # Ok(()) }
+//! ```
+
+pub mod error;
+pub mod loaded;
+pub mod openai;
+pub mod queue;
+pub mod worker;
+
+use std::future::{Future, IntoFuture};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use tokio::sync::Semaphore;
+
+pub use error::ApiError;
+pub use loaded::{ChatModel, ChatRoute, EmbeddingModel, LoadError, LoadedModels};
+pub use queue::{QueueStats, Scheduler};
+
+use crate::llm::Llm;
+
+/// How long shutdown waits for open connections after cancelling the generations.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Settings of a server (beyond its models and address).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerOptions {
+    /// Generations that may run at once (default 1: one saturates a CPU).
+    pub max_concurrent: usize,
+    /// Requests that may wait for a slot before new ones get 503 (default 64).
+    pub max_waiting: usize,
+    /// Cap on prompt + reply tokens per request, below the model's own context
+    /// (bounds the KV cache memory of each request). `None`: the model's context.
+    pub context_length: Option<usize>,
+    /// Embedding requests computed at once (default 1).
+    pub embedding_concurrency: usize,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self {
+            max_concurrent: 1,
+            max_waiting: 64,
+            context_length: None,
+            embedding_concurrency: 1,
+        }
+    }
+}
+
+/// What every handler shares: the models, the queue, the settings.
+///
+/// Other parts of the API extend this struct with their own shared state (a
+/// retriever for `/api/ask`, the job list for training) and add their routes in
+/// [`routes`].
+#[derive(Debug)]
+pub struct ServerState {
+    /// The loaded models.
+    pub models: LoadedModels,
+    /// The fair queue of generations.
+    pub scheduler: Arc<Scheduler>,
+    /// Slots for embedding requests (separate from generation, so an embedding does
+    /// not wait behind a long answer).
+    pub embed_slots: Arc<Semaphore>,
+    /// The settings.
+    pub options: ServerOptions,
+    /// When the server started (for uptime).
+    pub started: Instant,
+    /// The same, as Unix seconds (the `created` of `/v1/models`).
+    pub started_unix: u64,
+}
+
+impl ServerState {
+    /// State for a server over `models`.
+    pub fn new(models: LoadedModels, options: ServerOptions) -> Arc<Self> {
+        Arc::new(Self {
+            models,
+            scheduler: Scheduler::new(options.max_concurrent, options.max_waiting),
+            embed_slots: Arc::new(Semaphore::new(options.embedding_concurrency.max(1))),
+            options,
+            started: Instant::now(),
+            started_unix: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        })
+    }
+
+    /// The context a request to `llm` may use: the model's, lowered by the server's
+    /// `context_length` option.
+    pub fn context_length(&self, llm: &Llm) -> usize {
+        let model = llm.model.info().context_length;
+        self.options.context_length.map_or(model, |c| c.min(model))
+    }
+
+    /// Stops taking work: queued requests get 503, running generations are cancelled.
+    pub fn shutdown(&self) {
+        self.scheduler.shutdown();
+        self.embed_slots.close();
+    }
+}
+
+/// Every route of the API, before the state is attached. Extend here.
+pub fn routes() -> Router<Arc<ServerState>> {
+    openai::routes()
+        .route("/api/health", get(health))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+}
+
+/// The complete application for `state`.
+pub fn router(state: Arc<ServerState>) -> Router {
+    routes().with_state(state)
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::not_found(format!("no such endpoint: {}", uri.path()))
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::method_not_allowed()
+}
+
+/// `GET /api/health`: for the desktop app, monitoring and tests.
+pub async fn health(State(state): State<Arc<ServerState>>) -> Json<Value> {
+    let chat: Vec<Value> = state
+        .models
+        .chat()
+        .iter()
+        .map(|m| {
+            json!({
+                "name": m.name,
+                "architecture": m.llm.model.info().architecture,
+                "context_length": state.context_length(&m.llm),
+            })
+        })
+        .collect();
+    let embedding: Vec<Value> = state
+        .models
+        .embedding()
+        .iter()
+        .map(|e| json!({"name": e.name, "dimensions": e.embedder.dim()}))
+        .collect();
+    let status = if state.scheduler.is_shutting_down() {
+        "shutting_down"
+    } else {
+        "ok"
+    };
+    Json(json!({
+        "status": status,
+        "version": env!("CARGO_PKG_VERSION"),
+        "models": {"chat": chat, "embedding": embedding},
+        "queue": state.scheduler.stats(),
+        "uptime_s": state.started.elapsed().as_secs(),
+    }))
+}
+
+/// Resolves on Ctrl-C or (on Unix) SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}
+
+/// Serves the API on `listener` until `shutdown` resolves, then shuts down
+/// gracefully: see the module docs. Returns after the connections closed, or after
+/// [`SHUTDOWN_GRACE`] if some did not.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<ServerState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (fired_tx, mut fired_rx) = tokio::sync::watch::channel(false);
+    let st = state.clone();
+    let signal = async move {
+        shutdown.await;
+        tracing::info!("shutting down: cancelling generations, closing connections");
+        st.shutdown();
+        let _ = fired_tx.send(true);
+    };
+    let server = axum::serve(listener, router(state))
+        .with_graceful_shutdown(signal)
+        .into_future();
+    let deadline = async move {
+        if fired_rx.wait_for(|f| *f).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        r = server => r,
+        () = deadline => {
+            tracing::warn!("connections still open {SHUTDOWN_GRACE:?} after shutdown; closing them");
+            Ok(())
+        }
+    }
+}
