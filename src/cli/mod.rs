@@ -78,6 +78,8 @@ pub enum EvalCommand {
 pub enum BenchCommand {
     /// Hybrid query latency and index size at 10k/100k/1M synthetic chunks.
     Index(docs::BenchIndexArgs),
+    /// Prefill/decode speed, time to first token and peak RSS, side by side with llama.cpp.
+    Generate(llm::BenchGenerateArgs),
 }
 
 /// `kura models …`
@@ -179,6 +181,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Check { repair } => docs::check_cmd(&paths, cli.json, repair),
         Command::Eval(EvalCommand::Retrieval(args)) => docs::eval_retrieval_cmd(args, &paths, cli.json),
         Command::Bench(BenchCommand::Index(args)) => docs::bench_index_cmd(args, &paths, cli.json),
+        Command::Bench(BenchCommand::Generate(args)) => llm::bench_generate_cmd(args, &paths, cli.json),
     }
 }
 
