@@ -80,7 +80,10 @@ impl Reference {
 
     /// Logits after `tokens`, which sit at positions `start..`.
     fn forward(&mut self, tokens: &[u32], start: usize) -> Vec<f32> {
-        let ids = Tensor::new(tokens, &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+        let ids = Tensor::new(tokens, &Device::Cpu)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
         let logits = match self {
             Reference::Qwen2(m) => m.forward(&ids, start),
             Reference::Llama(m) => m.forward(&ids, start),
@@ -118,7 +121,10 @@ fn top_k(xs: &[f32], k: usize) -> Vec<u32> {
 
 fn compare(ours: &[f32], reference: &[f32]) -> Agreement {
     assert_eq!(ours.len(), reference.len(), "vocabulary sizes differ");
-    assert!(ours.iter().all(|x| x.is_finite()), "our logits are not finite");
+    assert!(
+        ours.iter().all(|x| x.is_finite()),
+        "our logits are not finite"
+    );
     let max_abs_diff = ours
         .iter()
         .zip(reference)
@@ -272,7 +278,14 @@ fn check_model(file: &str, steps: [usize; 2], long_prompt: bool) {
     let mut best = 0;
     for (text, steps) in [(JAPANESE, steps[0]), (ENGLISH, steps[1])] {
         let prompt = chat(&llm, text);
-        best = best.max(check_prompt(file, &llm, &mut reference, &prompt, steps, &mut worst));
+        best = best.max(check_prompt(
+            file,
+            &llm,
+            &mut reference,
+            &prompt,
+            steps,
+            &mut worst,
+        ));
     }
     assert!(
         best >= GREEDY_STEPS,
@@ -282,8 +295,7 @@ fn check_model(file: &str, steps: [usize; 2], long_prompt: bool) {
         // A real text longer than one prefill chunk: our second chunk runs with a
         // rectangular mask and a non-empty cache, the reference in one pass.
         let manual = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("assets/manuals/equipment-manual-KR-200.md"),
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/manuals/equipment-manual-KR-200.md"),
         )
         .unwrap();
         let excerpt: String = manual.chars().take(2200).collect();
@@ -315,16 +327,28 @@ fn check_model(file: &str, steps: [usize; 2], long_prompt: bool) {
 
 #[test]
 fn smollm2_135m_q4_1_llama_agrees_with_candle_transformers() {
-    check_model("smollm2-135m-instruct-q4_1.gguf", [GREEDY_STEPS, GREEDY_STEPS], true);
+    check_model(
+        "smollm2-135m-instruct-q4_1.gguf",
+        [GREEDY_STEPS, GREEDY_STEPS],
+        true,
+    );
 }
 
 #[test]
 fn qwen25_coder_05b_q5_0_qwen2_agrees_with_candle_transformers() {
-    check_model("qwen2.5-coder-0.5b-instruct.gguf", [GREEDY_STEPS, GREEDY_STEPS], false);
+    check_model(
+        "qwen2.5-coder-0.5b-instruct.gguf",
+        [GREEDY_STEPS, GREEDY_STEPS],
+        false,
+    );
 }
 
 #[test]
 fn qwen25_coder_15b_q4_k_m_default_model_agrees_with_candle_transformers() {
     // The slowest model: 32 greedy steps on the Japanese prompt, a few on the English.
-    check_model("qwen2.5-coder-1.5b-instruct-q4_k_m.gguf", [GREEDY_STEPS, 4], false);
+    check_model(
+        "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+        [GREEDY_STEPS, 4],
+        false,
+    );
 }

@@ -35,7 +35,9 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::llm::{argmax, ChatMessage, ChatTemplate, DeviceChoice, GgufFile, LlmError, Model, Tokenizer};
+use crate::llm::{
+    argmax, ChatMessage, ChatTemplate, DeviceChoice, GgufFile, LlmError, Model, Tokenizer,
+};
 
 /// The Python driver that runs llama.cpp (through `llama-cpp-python`) on a job file.
 pub const LLAMA_CPP_DRIVER: &str = include_str!("llama_cpp_driver.py");
@@ -204,18 +206,26 @@ pub struct Report {
 /// Builds a prompt of exactly `n` tokens: a chat (system + user) whose user message
 /// carries the manuals' text, cut so that the rendered, tokenized prompt — template
 /// tokens included — has `n` tokens. The text is repeated if one copy is too short.
-pub fn build_prompt(tokenizer: &Tokenizer, template: &ChatTemplate, n: usize) -> Result<Vec<u32>, LlmError> {
+pub fn build_prompt(
+    tokenizer: &Tokenizer,
+    template: &ChatTemplate,
+    n: usize,
+) -> Result<Vec<u32>, LlmError> {
     const MARK: &str = "\u{1}KURA-DOC\u{1}";
     let rendered = template.render(
         &[
-            ChatMessage::system("あなたは社内文書に基づいて答えるアシスタントです。You answer from the documents."),
+            ChatMessage::system(
+                "あなたは社内文書に基づいて答えるアシスタントです。You answer from the documents.",
+            ),
             ChatMessage::user(format!(
                 "次の資料を読んで、重要な点を日本語と英語で要約してください。\n\n{MARK}"
             )),
         ],
         true,
     )?;
-    let (before, after) = rendered.split_once(MARK).expect("the template keeps the message text");
+    let (before, after) = rendered
+        .split_once(MARK)
+        .expect("the template keeps the message text");
     let head = tokenizer.encode(before)?;
     let tail = tokenizer.encode(after)?;
     let doc_budget = n.saturating_sub(head.len() + tail.len());
@@ -318,7 +328,9 @@ pub fn default_python() -> PathBuf {
 impl Runner {
     /// Checks that the reference Python can import `llama_cpp`.
     pub fn check_reference(&self) -> Result<(), BenchError> {
-        let Some(python) = &self.python else { return Ok(()) };
+        let Some(python) = &self.python else {
+            return Ok(());
+        };
         let ok = Command::new(python)
             .args(["-c", "import llama_cpp"])
             .stdout(Stdio::null())
@@ -329,7 +341,9 @@ impl Runner {
         if ok {
             Ok(())
         } else {
-            Err(BenchError::ReferenceMissing { python: python.display().to_string() })
+            Err(BenchError::ReferenceMissing {
+                python: python.display().to_string(),
+            })
         }
     }
 
@@ -342,20 +356,42 @@ impl Runner {
     }
 
     fn run_child(engine: &str, cmd: &mut Command) -> Result<EngineRun, BenchError> {
-        let out = cmd.stdin(Stdio::null()).output().map_err(|e| BenchError::Child {
-            engine: engine.into(),
-            message: format!("cannot start {:?}: {e}", cmd.get_program()),
-        })?;
+        let out = cmd
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| BenchError::Child {
+                engine: engine.into(),
+                message: format!("cannot start {:?}: {e}", cmd.get_program()),
+            })?;
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr);
-        let tail = |s: &str| s.chars().rev().take(2000).collect::<Vec<_>>().into_iter().rev().collect::<String>();
+        let tail = |s: &str| {
+            s.chars()
+                .rev()
+                .take(2000)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<String>()
+        };
         if !out.status.success() {
-            return Err(BenchError::Child { engine: engine.into(), message: format!("{}: {}", out.status, tail(&stderr)) });
+            return Err(BenchError::Child {
+                engine: engine.into(),
+                message: format!("{}: {}", out.status, tail(&stderr)),
+            });
         }
-        let line = stdout.lines().rev().find(|l| l.trim_start().starts_with('{')).unwrap_or("");
+        let line = stdout
+            .lines()
+            .rev()
+            .find(|l| l.trim_start().starts_with('{'))
+            .unwrap_or("");
         serde_json::from_str(line).map_err(|e| BenchError::Child {
             engine: engine.into(),
-            message: format!("unreadable result ({e}): {}{}", tail(&stdout), tail(&stderr)),
+            message: format!(
+                "unreadable result ({e}): {}{}",
+                tail(&stdout),
+                tail(&stderr)
+            ),
         })
     }
 
@@ -375,19 +411,32 @@ impl Runner {
 
     /// llama.cpp's side of `job` in a child process.
     pub fn run_llama_cpp_child(&self, job: &Job) -> Result<EngineRun, BenchError> {
-        let python = self.python.as_ref().ok_or_else(|| BenchError::ReferenceMissing { python: "(none)".into() })?;
+        let python = self
+            .python
+            .as_ref()
+            .ok_or_else(|| BenchError::ReferenceMissing {
+                python: "(none)".into(),
+            })?;
         let path = self.write_job(job)?;
         let driver = self.work_dir.join("llama_cpp_driver.py");
         std::fs::write(&driver, LLAMA_CPP_DRIVER)?;
         let threads = job.threads.to_string();
         Self::run_child(
             "llama.cpp",
-            Command::new(python).arg(&driver).arg(&path).env("OMP_NUM_THREADS", &threads),
+            Command::new(python)
+                .arg(&driver)
+                .arg(&path)
+                .env("OMP_NUM_THREADS", &threads),
         )
     }
 
     /// Runs both engines `runs` times, alternating (Kura first), and keeps the best.
-    pub fn run(&self, job: &Job, runs: usize, progress: &dyn Fn(&EngineRun)) -> Result<Report, BenchError> {
+    pub fn run(
+        &self,
+        job: &Job,
+        runs: usize,
+        progress: &dyn Fn(&EngineRun),
+    ) -> Result<Report, BenchError> {
         self.check_reference()?;
         let mut ours = Vec::new();
         let mut theirs = Vec::new();
@@ -418,7 +467,9 @@ impl Runner {
             kv_cache_bytes(&file, job.tokens.len() + job.decode_tokens)? as f64 / 1e6
         };
         Ok(Report {
-            model_mb: std::fs::metadata(&job.model).map(|m| m.len() as f64 / 1e6).unwrap_or(0.0),
+            model_mb: std::fs::metadata(&job.model)
+                .map(|m| m.len() as f64 / 1e6)
+                .unwrap_or(0.0),
             model: job.model.clone(),
             prompt_tokens: job.tokens.len(),
             decode_tokens: job.decode_tokens,
@@ -439,6 +490,59 @@ pub fn kv_cache_bytes(file: &GgufFile, tokens: usize) -> Result<usize, LlmError>
     let layers = file.u32(&format!("{arch}.block_count"))? as usize;
     let hidden = file.u32(&format!("{arch}.embedding_length"))? as usize;
     let heads = file.u32(&format!("{arch}.attention.head_count"))? as usize;
-    let kv_heads = file.u32_opt(&format!("{arch}.attention.head_count_kv"))?.map_or(heads, |n| n as usize);
+    let kv_heads = file
+        .u32_opt(&format!("{arch}.attention.head_count_kv"))?
+        .map_or(heads, |n| n as usize);
     Ok(layers * 2 * kv_heads * (hidden / heads.max(1)) * tokens * 4)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::llm::fixtures::write_tiny_qwen2_gguf;
+
+    #[test]
+    fn prompt_has_the_requested_length_and_ends_with_the_generation_prompt() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tiny.gguf");
+        write_tiny_qwen2_gguf(&path, 3).unwrap();
+        let file = GgufFile::open(&path).unwrap();
+        let tokenizer = Tokenizer::from_gguf(&file).unwrap();
+        let template = ChatTemplate::from_gguf(&file).unwrap();
+        for n in [200, 700] {
+            let ids = build_prompt(&tokenizer, &template, n).unwrap();
+            assert_eq!(ids.len(), n);
+            let text = tokenizer.decode(&ids);
+            assert!(text.ends_with("<|im_start|>assistant\n"), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn kura_worker_runs_a_job_and_reports_every_figure() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tiny.gguf");
+        write_tiny_qwen2_gguf(&path, 3).unwrap();
+        let job = Job {
+            model: path,
+            tokens: vec![1, 2, 3, 4, 5],
+            decode_tokens: 6,
+            threads: 1,
+            device: "cpu".into(),
+        };
+        let r = run_kura(&job).unwrap();
+        assert_eq!(r.tokens.len(), 7);
+        assert_eq!((r.prompt_tokens, r.decode_steps), (5, 6));
+        assert!(r.prefill_s > 0.0 && r.ttft_s >= r.prefill_s && r.decode_s > 0.0);
+        assert!(r.peak_rss_mb > 1.0);
+        let bad = Job {
+            device: "cuda".into(),
+            ..job
+        };
+        if !DeviceChoice::cuda_compiled() {
+            assert!(run_kura(&bad)
+                .unwrap_err()
+                .to_string()
+                .contains("--features cuda"));
+        }
+    }
 }

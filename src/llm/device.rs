@@ -35,11 +35,12 @@ impl DeviceChoice {
             DeviceChoice::Cpu => Ok(Device::Cpu),
             DeviceChoice::Cuda(ordinal) => {
                 if !Self::cuda_compiled() {
-                    return Err(LlmError::Device(format!(
+                    return Err(LlmError::Device(
                         "this build of Kura has no CUDA support: rebuild it with \
                          `cargo build --release --features cuda` on a machine with the CUDA \
                          toolkit, or use `--device cpu` / このビルドは CUDA に対応していません"
-                    )));
+                            .to_string(),
+                    ));
                 }
                 Device::new_cuda(ordinal).map_err(|e| {
                     LlmError::Device(format!(
@@ -87,8 +88,14 @@ mod tests {
     #[test]
     fn parses_the_device_names() {
         assert_eq!("cpu".parse::<DeviceChoice>().unwrap(), DeviceChoice::Cpu);
-        assert_eq!("CUDA".parse::<DeviceChoice>().unwrap(), DeviceChoice::Cuda(0));
-        assert_eq!("cuda:1".parse::<DeviceChoice>().unwrap(), DeviceChoice::Cuda(1));
+        assert_eq!(
+            "CUDA".parse::<DeviceChoice>().unwrap(),
+            DeviceChoice::Cuda(0)
+        );
+        assert_eq!(
+            "cuda:1".parse::<DeviceChoice>().unwrap(),
+            DeviceChoice::Cuda(1)
+        );
         assert!("tpu".parse::<DeviceChoice>().is_err());
         assert!("cuda:x".parse::<DeviceChoice>().is_err());
         assert_eq!(DeviceChoice::Cuda(1).to_string(), "cuda:1");
