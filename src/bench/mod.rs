@@ -1,5 +1,6 @@
 //! Benchmarks (`kura bench …`): numbers to compare, never pass/fail tests.
 
 pub mod embed;
+pub mod generate;
 pub mod index;
 pub mod ingest;

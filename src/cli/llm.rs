@@ -11,7 +11,8 @@ use clap::Args;
 use serde_json::json;
 
 use super::print_json;
-use crate::llm::{ChatMessage, GenerateParams, Llm, QuantType, SamplingParams};
+use crate::bench::generate::{self as bench_gen, EngineRun, Job, Runner};
+use crate::llm::{ChatMessage, ChatTemplate, DeviceChoice, GenerateParams, GgufFile, Llm, QuantType, SamplingParams, Tokenizer};
 use crate::models::{Registry, Role};
 use crate::paths::Paths;
 
@@ -48,6 +49,9 @@ pub struct ModelArgs {
     /// A system prompt.
     #[arg(long)]
     pub system: Option<String>,
+    /// Where the model runs: cpu, or cuda[:N] (builds with `--features cuda`).
+    #[arg(long, default_value = "cpu", env = "KURA_DEVICE")]
+    pub device: DeviceChoice,
 }
 
 impl ModelArgs {
@@ -87,12 +91,12 @@ pub struct GenerateArgs {
     pub model: ModelArgs,
 }
 
-/// Loads a verified chat model.
-pub(super) fn load_llm(paths: &Paths, name: Option<&str>) -> Result<Llm> {
+/// Loads a verified chat model onto `device`.
+pub(super) fn load_llm(paths: &Paths, name: Option<&str>, device: DeviceChoice) -> Result<Llm> {
     let registry = Registry::open(&paths.models_dir)?;
     let model = registry.verify_named(name, Role::Chat)?;
-    Llm::load(model.primary(), &candle_core::Device::Cpu)
-        .with_context(|| format!("loading the chat model {}", model.entry.name))
+    let device = device.open()?;
+    Llm::load(model.primary(), &device).with_context(|| format!("loading the chat model {}", model.entry.name))
 }
 
 /// Ctrl-C cancels the generation in flight instead of killing the process.
@@ -127,7 +131,7 @@ fn messages(system: &Option<String>, history: &[ChatMessage]) -> Vec<ChatMessage
 }
 
 pub(super) fn generate_cmd(args: GenerateArgs, paths: &Paths, json_out: bool) -> Result<ExitCode> {
-    let llm = load_llm(paths, args.model.model.as_deref())?;
+    let llm = load_llm(paths, args.model.model.as_deref(), args.model.device)?;
     let cancel = cancel_on_ctrl_c();
     let mut session = llm.model.new_session();
     let msgs = messages(
@@ -172,7 +176,7 @@ pub(super) fn generate_cmd(args: GenerateArgs, paths: &Paths, json_out: bool) ->
 }
 
 pub(super) fn chat_cmd(args: ModelArgs, paths: &Paths) -> Result<ExitCode> {
-    let llm = load_llm(paths, args.model.as_deref())?;
+    let llm = load_llm(paths, args.model.as_deref(), args.device)?;
     let cancel = cancel_on_ctrl_c();
     let mut session = llm.model.new_session();
     let mut history: Vec<ChatMessage> = Vec::new();
@@ -240,5 +244,108 @@ pub(super) fn quantize_cmd(
             r.bytes_before as f64 / 1e6, r.bytes_after as f64 / 1e6
         );
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `kura bench generate`
+#[derive(Debug, Args)]
+pub struct BenchGenerateArgs {
+    /// Chat model name (see `kura models list`; default: the default chat model).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// A GGUF file to benchmark instead of a registered model (e.g. a re-quantized copy).
+    #[arg(long, conflicts_with = "model", value_name = "FILE")]
+    pub gguf: Option<PathBuf>,
+    /// Prompt length in tokens (real manual text through the chat template).
+    #[arg(long, default_value_t = 2048)]
+    pub prompt_tokens: usize,
+    /// Decode steps after the prompt.
+    #[arg(long, default_value_t = 128)]
+    pub decode_tokens: usize,
+    /// Threads for both engines (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Runs per engine, alternating; the best of each figure is kept.
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Where Kura runs (llama.cpp always runs on the CPU).
+    #[arg(long, default_value = "cpu", env = "KURA_DEVICE")]
+    pub device: DeviceChoice,
+    /// The Python that has llama-cpp-python (default: target/bench-tools/venv, made by installer/bench-tools).
+    #[arg(long, value_name = "PYTHON")]
+    pub python: Option<PathBuf>,
+    /// Measure Kura alone, without llama.cpp.
+    #[arg(long)]
+    pub no_reference: bool,
+    /// Internal: run Kura's side of a job file and print its figures as JSON.
+    #[arg(long, hide = true, value_name = "JOB")]
+    pub worker: Option<PathBuf>,
+}
+
+pub(super) fn bench_generate_cmd(args: BenchGenerateArgs, paths: &Paths, json_out: bool) -> Result<ExitCode> {
+    if let Some(job) = &args.worker {
+        let job: Job = serde_json::from_slice(&std::fs::read(job).with_context(|| format!("reading {}", job.display()))?)?;
+        let run = bench_gen::run_kura(&job)?;
+        println!("{}", serde_json::to_string(&run)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let path = match &args.gguf {
+        Some(p) => p.clone(),
+        None => {
+            let registry = Registry::open(&paths.models_dir)?;
+            registry.verify_named(args.model.as_deref(), Role::Chat)?.primary().to_path_buf()
+        }
+    };
+    args.device.open()?;
+    let file = GgufFile::open(&path)?;
+    let tokenizer = Tokenizer::from_gguf(&file)?;
+    let template = ChatTemplate::from_gguf(&file)?;
+    let tokens = bench_gen::build_prompt(&tokenizer, &template, args.prompt_tokens)?;
+    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let job = Job { model: std::path::absolute(&path)?, tokens, decode_tokens: args.decode_tokens, threads, device: args.device.to_string() };
+    let runner = Runner {
+        kura_exe: std::env::current_exe()?,
+        python: if args.no_reference { None } else { Some(args.python.clone().unwrap_or_else(bench_gen::default_python)) },
+        work_dir: std::env::temp_dir().join(format!("kura-bench-generate-{}", std::process::id())),
+    };
+    if !json_out {
+        eprintln!(
+            "{}: {} prompt tokens, {} decode steps, {threads} threads, Kura on {}, {} run(s) each{}",
+            path.display(), job.tokens.len(), job.decode_tokens, args.device, args.runs,
+            if runner.python.is_some() { ", alternating with llama.cpp" } else { "" }
+        );
+    }
+    let progress = |r: &EngineRun| {
+        if !json_out {
+            eprintln!(
+                "  {:<9} prefill {:>7.1} tok/s  TTFT {:>6.2} s  decode {:>6.1} tok/s  peak RSS {:>6.0} MB  (load {:.2} s)",
+                r.engine, r.prefill_tok_s(), r.ttft_s, r.decode_tok_s(), r.peak_rss_mb, r.load_s
+            );
+        }
+    };
+    let report = runner.run(&job, args.runs, &progress);
+    let _ = std::fs::remove_dir_all(&runner.work_dir);
+    let report = report?;
+    if json_out {
+        print_json(&serde_json::to_value(&report)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("model {} ({:.0} MB), {} prompt tokens, {} decode steps, {} threads; best of {} runs", report.model.display(), report.model_mb, report.prompt_tokens, report.decode_tokens, report.threads, args.runs);
+    println!("{:<22} {:>12} {:>12} {:>10} {:>14}", "", "prefill tok/s", "decode tok/s", "TTFT s", "peak RSS MB");
+    let row = |name: &str, b: &bench_gen::EngineBest| {
+        println!("{:<22} {:>12.1} {:>12.1} {:>10.2} {:>14.0}", name, b.prefill_tok_s, b.decode_tok_s, b.ttft_s, b.peak_rss_mb);
+    };
+    row(&format!("kura ({})", report.device), &report.kura);
+    if let (Some(l), Some(r)) = (&report.llama_cpp, &report.ratios) {
+        row("llama.cpp (cpu)", l);
+        println!("{:<22} {:>11.2}× {:>11.2}× {:>9.2}× {:>13.2}×", "ratio kura/llama.cpp", r.prefill, r.decode, r.ttft, r.peak_rss);
+        if let Some(n) = report.greedy_agreement {
+            println!("greedy tokens identical to llama.cpp's: first {n} of {}", report.decode_tokens + 1);
+        }
+    }
+    println!(
+        "RSS budget (model file + Kura's KV cache + 300 MB): {:.0} MB; Kura used {:.0} MB",
+        report.model_mb + report.kura_kv_cache_mb + 300.0, report.kura.peak_rss_mb
+    );
     Ok(ExitCode::SUCCESS)
 }

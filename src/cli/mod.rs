@@ -89,6 +89,8 @@ pub enum BenchCommand {
     Embed(docs::BenchEmbedArgs),
     /// Extraction, chunking and BM25 pages/s per core on real documents; embedding chunks/s.
     Ingest(docs::BenchIngestArgs),
+    /// Prefill/decode speed, time to first token and peak RSS, side by side with llama.cpp.
+    Generate(llm::BenchGenerateArgs),
 }
 
 /// `kura models …`
@@ -198,6 +200,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             docs::bench_ingest_cmd(args, &paths, cli.json)
         }
         Command::Serve(args) => serve::serve_cmd(args, &paths, cli.json),
+        Command::Bench(BenchCommand::Generate(args)) => llm::bench_generate_cmd(args, &paths, cli.json),
     }
 }
 

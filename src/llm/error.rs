@@ -103,6 +103,9 @@ pub enum LlmError {
     /// quantization type).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// The requested device cannot be used (no CUDA in this build, no GPU present).
+    #[error("device: {0}")]
+    Device(String),
     /// A session was used with a model it was not created for.
     #[error("session does not belong to this model: {0}")]
     SessionMismatch(String),

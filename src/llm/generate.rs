@@ -181,6 +181,7 @@ pub fn generate(
         .count()
         .min(prompt.len() - 1);
     session.truncate(common);
+    session.reserve(prompt.len() + params.max_tokens);
     out.cached_prompt_tokens = common;
 
     let t0 = Instant::now();

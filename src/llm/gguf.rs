@@ -344,7 +344,11 @@ fn validate_tensors(path: &Path, content: &gguf_file::Content, file_len: u64) ->
             .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64))
             .ok_or_else(|| corrupt(format!("tensor `{name}` has an impossible shape {dims:?}")))?;
         let block = info.ggml_dtype.block_size() as u64;
-        if elems % block != 0 || dims.last().is_some_and(|&d| d as u64 % block != 0) {
+        if elems % block != 0
+            || dims
+                .last()
+                .is_some_and(|&d| !(d as u64).is_multiple_of(block))
+        {
             return Err(corrupt(format!(
                 "tensor `{name}` of shape {dims:?} does not fit {:?} blocks of {block}",
                 info.ggml_dtype

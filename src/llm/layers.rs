@@ -100,6 +100,7 @@ pub struct KvCache {
     k: Option<Tensor>,
     v: Option<Tensor>,
     len: usize,
+    reserved: usize,
 }
 
 impl Default for KvCache {
@@ -117,7 +118,15 @@ impl KvCache {
             k: None,
             v: None,
             len: 0,
+            reserved: 0,
         }
+    }
+
+    /// Asks for room for `tokens` tokens in total when the buffer is next allocated,
+    /// so a sequence whose final length is known (prompt + max tokens) is stored in
+    /// one buffer of the right size: no copy on growth and no doubling overshoot.
+    pub fn reserve(&mut self, tokens: usize) {
+        self.reserved = self.reserved.max(tokens);
     }
 
     /// Tokens held.
@@ -145,7 +154,11 @@ impl KvCache {
         let (b, h, seq, d) = k.dims4()?;
         let needed = self.len + seq;
         if needed > self.capacity() {
-            let cap = needed.max(2 * self.capacity()).max(KV_INITIAL_CAPACITY);
+            let cap = if needed <= self.reserved {
+                self.reserved
+            } else {
+                needed.max(2 * self.capacity()).max(KV_INITIAL_CAPACITY)
+            };
             let new_k = Tensor::zeros((b, h, cap, d), k.dtype(), k.device())?;
             let new_v = Tensor::zeros((b, h, cap, d), v.dtype(), v.device())?;
             if let (Some(old_k), Some(old_v)) = (&self.k, &self.v) {

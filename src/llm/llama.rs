@@ -68,8 +68,8 @@ impl Config {
         };
         if num_heads == 0
             || num_kv_heads == 0
-            || hidden_size % num_heads != 0
-            || num_heads % num_kv_heads != 0
+            || !hidden_size.is_multiple_of(num_heads)
+            || !num_heads.is_multiple_of(num_kv_heads)
         {
             return Err(invalid(
                 "llama.attention.head_count",

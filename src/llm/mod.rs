@@ -13,6 +13,7 @@
 //!
 //! | file | what |
 //! |---|---|
+//! | `device.rs` | [`DeviceChoice`]: `--device cpu\|cuda[:N]` |
 //! | `gguf.rs` | [`GgufFile`]: metadata and tensors, validated; errors name the file |
 //! | `error.rs` | [`LlmError`] |
 //! | `tokenizer.rs` | [`Tokenizer`] from GGUF metadata; [`TextStream`] for UTF-8-safe streaming |
@@ -37,6 +38,7 @@
 //! # Ok(()) }
 //! ```
 
+mod device;
 mod error;
 pub mod fixtures;
 mod generate;
@@ -51,6 +53,7 @@ mod sampling;
 mod template;
 mod tokenizer;
 
+pub use device::DeviceChoice;
 pub use error::{LlmError, Result};
 pub use generate::{generate, FinishReason, GenerateParams, Generation, Llm};
 pub use gguf::{GgufFile, MetadataValue};

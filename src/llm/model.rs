@@ -96,6 +96,14 @@ impl Session {
             c.truncate(n);
         }
     }
+    /// Sizes the KV cache for `tokens` tokens in total (e.g. prompt + max tokens) the
+    /// next time it is allocated, instead of growing it by doubling.
+    pub fn reserve(&mut self, tokens: usize) {
+        let tokens = tokens.min(self.context_length);
+        for c in &mut self.caches {
+            c.reserve(tokens);
+        }
+    }
     /// Forgets everything.
     pub fn clear(&mut self) {
         self.truncate(0);

@@ -66,8 +66,8 @@ impl Config {
         };
         if num_heads == 0
             || num_kv_heads == 0
-            || hidden_size % num_heads != 0
-            || num_heads % num_kv_heads != 0
+            || !hidden_size.is_multiple_of(num_heads)
+            || !num_heads.is_multiple_of(num_kv_heads)
         {
             return Err(invalid(
                 "qwen2.attention.head_count",
