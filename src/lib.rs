@@ -15,3 +15,4 @@ pub mod ingest;
 pub mod llm;
 pub mod models;
 pub mod paths;
+pub mod rag;

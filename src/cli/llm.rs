@@ -87,7 +87,7 @@ pub(super) fn load_llm(paths: &Paths, name: Option<&str>) -> Result<Llm> {
 }
 
 /// Ctrl-C cancels the generation in flight instead of killing the process.
-fn cancel_on_ctrl_c() -> Arc<AtomicBool> {
+pub(super) fn cancel_on_ctrl_c() -> Arc<AtomicBool> {
     let flag = Arc::new(AtomicBool::new(false));
     let f = flag.clone();
     std::thread::spawn(move || {
