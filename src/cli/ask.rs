@@ -524,6 +524,7 @@ pub(super) fn eval_rag_cmd(args: EvalRagArgs, paths: &Paths, json_out: bool) -> 
         ..AskOptions::default()
     };
 
+    let mut details = args.details.as_ref().map(std::fs::File::create).transpose()?;
     if args.calibrate {
         let mut cos = (Vec::new(), Vec::new());
         let mut cov = (Vec::new(), Vec::new());
@@ -539,6 +540,9 @@ pub(super) fn eval_rag_cmd(args: EvalRagArgs, paths: &Paths, json_out: bool) -> 
                 &opts.fusion,
             ))?;
             let r = crate::rag::Relevance::of(&s);
+            if let Some(f) = details.as_mut() {
+                writeln!(f, "{}", json!({"id": q.id, "answerable": q.answerable, "cosine": r.cosine, "coverage": r.coverage, "question": q.question}))?;
+            }
             if q.answerable {
                 gold_found += s.iter().any(|x| eval_rag::is_gold_source(q, x)) as usize;
                 cos.0.push(r.cosine);
@@ -603,11 +607,6 @@ pub(super) fn eval_rag_cmd(args: EvalRagArgs, paths: &Paths, json_out: bool) -> 
     };
     let mut rag_out = Vec::new();
     let mut cb_out = Vec::new();
-    let mut details = args
-        .details
-        .as_ref()
-        .map(std::fs::File::create)
-        .transpose()?;
     // Support of claims: RAG answers that are correct vs closed-book answers, both
     // checked against the retrieved sources (calibrates min_support).
     let mut support = (Vec::new(), Vec::new());
@@ -666,8 +665,8 @@ pub(super) fn eval_rag_cmd(args: EvalRagArgs, paths: &Paths, json_out: bool) -> 
                             .iter()
                             .map(|src| {
                                 crate::rag::overlap::containment(
-                                    &crate::rag::overlap::units(&s.text),
-                                    &crate::rag::overlap::units(&src.text),
+                                    &crate::rag::overlap::content_units(&s.text),
+                                    &crate::rag::overlap::content_units(&src.text),
                                 )
                             })
                             .fold(0.0, f32::max)

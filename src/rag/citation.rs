@@ -9,8 +9,8 @@
 //! 1. **Numbers in range.** `[n]` with n = 0 or n > number of sources is removed
 //!    from the text and reported in [`CheckedAnswer::removed`] — a 1.5B model
 //!    given four sources does write `[5]`.
-//! 2. **Support.** A sentence with at least [`MIN_CLAIM_UNITS`] units (see
-//!    [`super::overlap`]) is a claim. It is supported when (a) at least
+//! 2. **Support.** A sentence with a number or at least [`MIN_CLAIM_UNITS`]
+//!    content units (see [`super::overlap::content_units`]) is a claim. It is supported when (a) at least
 //!    `min_support` of its units occur in the cited sources' text, and (b) every
 //!    number it writes occurs in those sources or in the question — a changed
 //!    figure (`5日` for `3日`) is the typical small-model error that unit overlap
@@ -33,11 +33,12 @@
 use serde::Serialize;
 
 use super::lang::is_refusal;
-use super::overlap::{containment, numbers, units};
+use super::overlap::{containment, content_units, numbers, units};
 use super::prompt::sentences;
 use super::retrieve::Source;
 
-/// Sentences with fewer distinct units than this are not claims ("以上です。").
+/// Sentences with fewer distinct content units than this (and no number) are not
+/// claims ("以上です。").
 pub const MIN_CLAIM_UNITS: usize = 3;
 
 /// A citation marker found in the text.
@@ -263,7 +264,7 @@ fn strip_ordinals(claim: &str) -> String {
 pub fn check(answer: &str, question: &str, sources: &[Source], min_support: f32) -> CheckedAnswer {
     let markers = parse_markers(answer);
     let texts: Vec<String> = sources.iter().map(source_text).collect();
-    let source_units: Vec<Vec<String>> = texts.iter().map(|t| units(t)).collect();
+    let source_units: Vec<Vec<String>> = texts.iter().map(|t| content_units(t)).collect();
     let refused = is_refusal(answer);
     let mut removed = Vec::new();
     let mut sentences_out = Vec::new();
@@ -315,9 +316,10 @@ pub fn check(answer: &str, question: &str, sources: &[Source], min_support: f32)
                 }
             }
         }
-        let claim_units = units(&claim);
+        let claim_units = content_units(&claim);
         let distinct: std::collections::HashSet<&String> = claim_units.iter().collect();
-        let is_claim = distinct.len() >= MIN_CLAIM_UNITS && !is_refusal(&claim);
+        let is_claim = (distinct.len() >= MIN_CLAIM_UNITS || !numbers(&strip_ordinals(&claim)).is_empty())
+            && !is_refusal(&claim);
         let mut check = SentenceCheck {
             text: claim.clone(),
             cited: cited.clone(),

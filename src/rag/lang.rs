@@ -6,7 +6,8 @@
 //! a question is a reliable sign that the asker reads Japanese. Kana is decisive
 //! (Chinese has none); kanji alone count as Japanese too, since Kura's users write
 //! Japanese or English. A question that mixes both (`KR-200のエラーE05とは?`) is
-//! Japanese as soon as a fifth of its letters are Japanese.
+//! Japanese as soon as a third of its letters are Japanese (an English question
+//! quoting a Japanese term, `What is KintaiNavi (勤怠システム)?`, stays English).
 //!
 //! ```
 //! use kura::rag::Lang;
@@ -35,7 +36,7 @@ pub fn is_japanese_letter(c: char) -> bool {
 }
 
 impl Lang {
-    /// The language of `text` by script: Japanese when at least a fifth of its
+    /// The language of `text` by script: Japanese when at least a third of its
     /// letters are kana or kanji, English otherwise.
     pub fn detect(text: &str) -> Lang {
         let (mut ja, mut latin) = (0usize, 0usize);
@@ -46,7 +47,7 @@ impl Lang {
                 latin += 1;
             }
         }
-        if ja > 0 && ja * 5 >= (ja + latin) {
+        if ja > 0 && ja * 3 >= (ja + latin) {
             Lang::Ja
         } else {
             Lang::En

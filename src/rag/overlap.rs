@@ -139,6 +139,15 @@ pub fn units(text: &str) -> Vec<String> {
     out
 }
 
+/// [`units`] without the hiragana-only ones (`です`, `ます`, `には`): inflections
+/// and particles occur in every Japanese passage and say nothing about a claim.
+pub fn content_units(text: &str) -> Vec<String> {
+    units(text)
+        .into_iter()
+        .filter(|u| !u.chars().all(|c| ('\u{3040}'..='\u{309f}').contains(&c)))
+        .collect()
+}
+
 /// The numbers written in `text` (digit runs, thousands separators removed).
 pub fn numbers(text: &str) -> Vec<String> {
     let norm: String = text.nfkc().collect();

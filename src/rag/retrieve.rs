@@ -18,7 +18,7 @@ use crate::embed::Embedder;
 use crate::index::{FusionParams, SearchIndex, SearchMode};
 use crate::ingest::normalize::normalize_text;
 
-use super::overlap::{containment, units};
+use super::overlap::{containment, content_units, units};
 use super::RagError;
 
 /// A retrieved chunk, numbered as the prompt shows it.
@@ -49,10 +49,7 @@ pub struct Source {
 /// Content units of a question: [`units`] minus hiragana-only units and `何`
 /// (question words and inflections carry no topic).
 pub fn question_units(question: &str) -> Vec<String> {
-    units(question)
-        .into_iter()
-        .filter(|u| !u.chars().all(|c| ('\u{3040}'..='\u{309f}').contains(&c)) && !u.contains('何'))
-        .collect()
+    content_units(question).into_iter().filter(|u| !u.contains('何')).collect()
 }
 
 /// The title shown for a document path: its file name.
