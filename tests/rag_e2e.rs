@@ -255,7 +255,7 @@ fn citation_numbers_beyond_the_sources_are_removed_and_unsupported_sentences_fla
 #[test]
 fn follow_up_is_rewritten_by_the_model_into_a_standalone_query() {
     use kura::rag::rewrite::{concat_rewrite, is_follow_up, standalone_query, Turn};
-    let models = PathBuf::from(real_models_dir());
+    let models = real_models_dir();
     let llm = kura::llm::Llm::load(
         models.join("qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"),
         &candle_core::Device::Cpu,

@@ -22,7 +22,9 @@ use crate::ingest::pipeline::{ingest, IngestOptions, Progress};
 use crate::llm::{GenerateParams, Llm, SamplingParams};
 use crate::paths::Paths;
 use crate::rag::refusal::{calibrate, FeatureCalibration, OUT_OF_CORPUS};
-use crate::rag::{prompt, Answer, Answerer, AskEvent, AskOptions, Lang, RefusalReason, Turn};
+use crate::rag::{
+    prompt, Answer, Answerer, AskEvent, AskOptions, AskRequest, Lang, RefusalReason, Turn,
+};
 
 /// `kura ask`
 #[derive(Debug, Args)]
@@ -367,11 +369,14 @@ pub(super) fn chat_rag_cmd(args: ChatArgs, paths: &Paths) -> Result<ExitCode> {
         cancel.store(false, Ordering::SeqCst);
         let mut stdout = std::io::stdout();
         let mut streamed = false;
+        let request = AskRequest {
+            question: line,
+            history: &history,
+            collections: &collections,
+        };
         let result = answerer.ask(
             rt.handle(),
-            line,
-            &history,
-            &collections,
+            &request,
             &opts,
             Some(&cancel),
             &mut |e| match e {
@@ -524,7 +529,11 @@ pub(super) fn eval_rag_cmd(args: EvalRagArgs, paths: &Paths, json_out: bool) -> 
         ..AskOptions::default()
     };
 
-    let mut details = args.details.as_ref().map(std::fs::File::create).transpose()?;
+    let mut details = args
+        .details
+        .as_ref()
+        .map(std::fs::File::create)
+        .transpose()?;
     if args.calibrate {
         let mut cos = (Vec::new(), Vec::new());
         let mut cov = (Vec::new(), Vec::new());
@@ -541,7 +550,11 @@ pub(super) fn eval_rag_cmd(args: EvalRagArgs, paths: &Paths, json_out: bool) -> 
             ))?;
             let r = crate::rag::Relevance::of(&s);
             if let Some(f) = details.as_mut() {
-                writeln!(f, "{}", json!({"id": q.id, "answerable": q.answerable, "cosine": r.cosine, "coverage": r.coverage, "question": q.question}))?;
+                writeln!(
+                    f,
+                    "{}",
+                    json!({"id": q.id, "answerable": q.answerable, "cosine": r.cosine, "coverage": r.coverage, "question": q.question})
+                )?;
             }
             if q.answerable {
                 gold_found += s.iter().any(|x| eval_rag::is_gold_source(q, x)) as usize;
@@ -613,15 +626,12 @@ pub(super) fn eval_rag_cmd(args: EvalRagArgs, paths: &Paths, json_out: bool) -> 
     let n = questions.len();
     for (i, q) in questions.iter().enumerate() {
         let t = Instant::now();
-        let a = answerer.ask(
-            rt.handle(),
-            &q.question,
-            &[],
-            &[coll],
-            &opts,
-            None,
-            &mut |_| {},
-        )?;
+        let request = AskRequest {
+            question: &q.question,
+            history: &[],
+            collections: &[coll],
+        };
+        let a = answerer.ask(rt.handle(), &request, &opts, None, &mut |_| {})?;
         let o = eval_rag::score_rag(q, &a);
         if o.correct {
             support
@@ -634,7 +644,11 @@ pub(super) fn eval_rag_cmd(args: EvalRagArgs, paths: &Paths, json_out: bool) -> 
             let lang = Lang::detect(&q.question);
             let params = GenerateParams {
                 max_tokens: args.max_tokens,
-                sampling: SamplingParams::greedy(),
+                sampling: SamplingParams {
+                    repeat_penalty: 1.05,
+                    repeat_last_n: 64,
+                    ..SamplingParams::greedy()
+                },
                 ..GenerateParams::default()
             };
             let mut session = llm.model.new_session();

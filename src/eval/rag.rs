@@ -89,6 +89,9 @@ pub fn spread<T>(items: Vec<T>, n: usize) -> Vec<T> {
         .collect()
 }
 
+/// Passages to index as (id, text), answerable questions, unanswerable questions.
+pub type SquadSplit = (Vec<(String, String)>, Vec<RagQuestion>, Vec<RagQuestion>);
+
 /// A SQuAD-format file split for answer evaluation: (passages to index as
 /// (id, text), answerable questions, unanswerable questions), the questions
 /// spread evenly, `answerable` and `unanswerable` of each at most.
@@ -96,7 +99,7 @@ pub fn load_squad_split(
     path: &Path,
     answerable: usize,
     unanswerable: usize,
-) -> Result<(Vec<(String, String)>, Vec<RagQuestion>, Vec<RagQuestion>), EvalError> {
+) -> Result<SquadSplit, EvalError> {
     let text = std::fs::read_to_string(path).map_err(|e| EvalError::io(path, e))?;
     let squad: Squad = serde_json::from_str(&text).map_err(|e| EvalError::Dataset {
         path: path.to_owned(),

@@ -212,6 +212,17 @@ fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error>
     s.serialize_f64(d.as_secs_f64())
 }
 
+/// One question to answer.
+#[derive(Debug, Clone, Copy)]
+pub struct AskRequest<'r> {
+    /// The question as asked.
+    pub question: &'r str,
+    /// Earlier turns of the conversation, oldest first (empty for a single question).
+    pub history: &'r [Turn],
+    /// The collections the caller may read: nothing else is searched.
+    pub collections: &'r [i64],
+}
+
 /// The answering pipeline over borrowed parts (see the module docs).
 pub struct Answerer<'a> {
     /// The chat model.
@@ -244,21 +255,24 @@ impl Answerer<'_> {
         .await
     }
 
-    /// Answers `question` from the documents of `collections` (the ids the caller
-    /// may read), after `history` (earlier turns of a conversation, oldest first).
-    /// Blocking: call it from a thread that is not running async tasks (the CLI's
-    /// main thread, or `spawn_blocking`), with a handle of the runtime that serves
-    /// the catalog.
+    /// Answers `request.question` from the documents of `request.collections` (the
+    /// ids the caller may read), after `request.history` (earlier turns of a
+    /// conversation, oldest first). Blocking: call it from a thread that is not
+    /// running async tasks (the CLI's main thread, or `spawn_blocking`), with a
+    /// handle of the runtime that serves the catalog.
     pub fn ask(
         &self,
         runtime: &tokio::runtime::Handle,
-        question: &str,
-        history: &[Turn],
-        collections: &[i64],
+        request: &AskRequest<'_>,
         opts: &AskOptions,
         cancel: Option<&AtomicBool>,
         on_event: &mut dyn FnMut(AskEvent),
     ) -> Result<Answer, RagError> {
+        let AskRequest {
+            question,
+            history,
+            collections,
+        } = *request;
         let started = Instant::now();
         let lang = Lang::detect(question);
         let llm_for_rewrite = opts.rewrite_with_model.then_some(self.llm);

@@ -236,8 +236,13 @@ fn sentence_ranges(text: &str, markers: &[Marker]) -> Vec<(usize, usize)> {
 /// Ordinals written `第N` (article, clause, chapter numbers) are exempt: they name
 /// parts of a document rather than state a fact, and models cite them loosely.
 fn numbers_backed(claim: &str, passage: &str, question: &str) -> bool {
-    let known: Vec<String> = numbers(passage).into_iter().chain(numbers(question)).collect();
-    numbers(&strip_ordinals(claim)).iter().all(|n| known.contains(n))
+    let known: Vec<String> = numbers(passage)
+        .into_iter()
+        .chain(numbers(question))
+        .collect();
+    numbers(&strip_ordinals(claim))
+        .iter()
+        .all(|n| known.contains(n))
 }
 
 /// `claim` without `第N` ordinals.
@@ -318,7 +323,8 @@ pub fn check(answer: &str, question: &str, sources: &[Source], min_support: f32)
         }
         let claim_units = content_units(&claim);
         let distinct: std::collections::HashSet<&String> = claim_units.iter().collect();
-        let is_claim = (distinct.len() >= MIN_CLAIM_UNITS || !numbers(&strip_ordinals(&claim)).is_empty())
+        let is_claim = (distinct.len() >= MIN_CLAIM_UNITS
+            || !numbers(&strip_ordinals(&claim)).is_empty())
             && !is_refusal(&claim);
         let mut check = SentenceCheck {
             text: claim.clone(),
@@ -562,7 +568,12 @@ mod tests {
 
     #[test]
     fn article_numbers_do_not_count_as_figures() {
-        let c = check("第21条の第1項により、有給休暇は3営業日前までにKintaiNaviで申請します。", "有給休暇は?", &four(), 0.5);
+        let c = check(
+            "第21条の第1項により、有給休暇は3営業日前までにKintaiNaviで申請します。",
+            "有給休暇は?",
+            &four(),
+            0.5,
+        );
         assert!(c.sentences[0].supported, "{c:?}");
         assert_eq!(c.sentences[0].cited, vec![1]);
     }

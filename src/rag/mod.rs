@@ -23,13 +23,15 @@
 //!
 //! ```no_run
 //! # async fn f() -> Result<(), Box<dyn std::error::Error>> {
-//! use kura::rag::{Answerer, AskOptions};
+//! use kura::rag::{Answerer, AskOptions, AskRequest};
 //! # let (llm, embedder, catalog, index): (kura::llm::Llm, kura::embed::Embedder, kura::catalog::Catalog, kura::index::SearchIndex) = todo!();
 //! let answerer = Answerer { llm: &llm, embedder: &embedder, catalog: &catalog, index: &index };
 //! let collections = vec![catalog.collection("samples").await?.id];
 //! let handle = tokio::runtime::Handle::current();
-//! let answer = tokio::task::block_in_place(|| answerer.ask(&handle,
-//!     "有給休暇は何日前までに申請しますか？", &[], &collections, &AskOptions::default(), None,
+//! let request = AskRequest { question: "有給休暇は何日前までに申請しますか？", history: &[],
+//!     collections: &collections };
+//! let answer = tokio::task::block_in_place(|| answerer.ask(&handle, &request,
+//!     &AskOptions::default(), None,
 //!     &mut |event| println!("{}", serde_json::to_string(&event).unwrap())))?;
 //! println!("{} (grounded: {})", answer.answer, answer.grounded);
 //! # Ok(()) }
@@ -44,7 +46,7 @@ pub mod refusal;
 pub mod retrieve;
 pub mod rewrite;
 
-pub use answer::{Answer, Answerer, AskEvent, AskOptions, RefusalReason, SourceRef};
+pub use answer::{Answer, Answerer, AskEvent, AskOptions, AskRequest, RefusalReason, SourceRef};
 pub use citation::{check, CheckedAnswer, Citation, SentenceCheck};
 pub use lang::Lang;
 pub use refusal::{RefusalPolicy, Relevance};

@@ -49,7 +49,10 @@ pub struct Source {
 /// Content units of a question: [`units`] minus hiragana-only units and `何`
 /// (question words and inflections carry no topic).
 pub fn question_units(question: &str) -> Vec<String> {
-    content_units(question).into_iter().filter(|u| !u.contains('何')).collect()
+    content_units(question)
+        .into_iter()
+        .filter(|u| !u.contains('何'))
+        .collect()
 }
 
 /// The title shown for a document path: its file name.
