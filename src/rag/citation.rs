@@ -448,7 +448,8 @@ pub fn check(answer: &str, question: &str, sources: &[Source], min_support: f32)
 }
 
 /// The sentence of `source` that shares the most units with the claims citing
-/// it (with its neighbour when it is very short), at most 200 characters.
+/// it (continued across line breaks to its full stop, with its neighbour when
+/// it is very short), at most 200 characters.
 pub fn quote(source: &str, claim_units: &[String]) -> String {
     let sents = sentences(source);
     if sents.is_empty() {
@@ -462,11 +463,32 @@ pub fn quote(source: &str, claim_units: &[String]) -> String {
         })
         .unwrap_or(0);
     let mut q = sents[best].clone();
-    if q.chars().count() < 30 {
-        if let Some(next) = sents.get(best + 1) {
-            q.push(' ');
-            q.push_str(next);
+    // PDF text breaks lines inside sentences: continue to the sentence's end, and
+    // add the next sentence when this one is very short.
+    let ends = |t: &str| t.ends_with(['。', '.', '！', '？', '!', '?']);
+    let mut next = best + 1;
+    let mut appended_short = false;
+    loop {
+        let open = !ends(&q);
+        let short = q.chars().count() < 30 && !appended_short;
+        if !(open || short) || q.chars().count() >= 200 {
+            break;
         }
+        if !open {
+            appended_short = true;
+        }
+        let Some(more) = sents.get(next) else { break };
+        let joiner = match (q.chars().last(), more.chars().next()) {
+            (Some(a), Some(b))
+                if super::lang::is_japanese_letter(a) || super::lang::is_japanese_letter(b) =>
+            {
+                ""
+            }
+            _ => " ",
+        };
+        q.push_str(joiner);
+        q.push_str(more);
+        next += 1;
     }
     if q.chars().count() > 200 {
         q = q.chars().take(199).collect::<String>() + "…";
@@ -624,6 +646,13 @@ mod tests {
             "{}",
             c.text
         );
+    }
+
+    #[test]
+    fn quotes_run_across_pdf_line_breaks_to_the_full_stop() {
+        let text = "第21条\n年次有給休暇を取得しようとする従業員は、3営業日前までに所属\n長に申請しなければならない。ただし書き。";
+        let q = quote(text, &content_units("3営業日前までに申請"));
+        assert_eq!(q, "年次有給休暇を取得しようとする従業員は、3営業日前までに所属長に申請しなければならない。");
     }
 
     #[test]
