@@ -15,10 +15,10 @@
 //! answer sentence is judged against a long passage.
 //!
 //! ```
-//! use kura::rag::overlap::{containment, units};
-//! let passage = "年次有給休暇を取得するときは、3営業日前までにKintaiNaviで申請する。";
-//! assert!(containment(&units("有給休暇は3営業日前までに申請します"), &units(passage)) > 0.7);
-//! assert!(containment(&units("有給休暇は社長に電話で連絡します"), &units(passage)) < 0.5);
+//! use kura::rag::overlap::{containment, content_units};
+//! let passage = content_units("年次有給休暇を取得するときは、3営業日前までにKintaiNaviで申請する。");
+//! assert!(containment(&content_units("有給休暇は3営業日前までに申請します"), &passage) > 0.7);
+//! assert!(containment(&content_units("有給休暇は社長に電話で連絡します"), &passage) < 0.5);
 //! ```
 
 use std::collections::HashSet;
