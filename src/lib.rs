@@ -15,4 +15,5 @@ pub mod ingest;
 pub mod llm;
 pub mod models;
 pub mod paths;
+pub mod rag;
 pub mod server;

@@ -12,7 +12,10 @@ use serde_json::json;
 
 use super::print_json;
 use crate::bench::generate::{self as bench_gen, EngineRun, Job, Runner};
-use crate::llm::{ChatMessage, ChatTemplate, DeviceChoice, GenerateParams, GgufFile, Llm, QuantType, SamplingParams, Tokenizer};
+use crate::llm::{
+    ChatMessage, ChatTemplate, DeviceChoice, GenerateParams, GgufFile, Llm, QuantType,
+    SamplingParams, Tokenizer,
+};
 use crate::models::{Registry, Role};
 use crate::paths::Paths;
 
@@ -96,11 +99,12 @@ pub(super) fn load_llm(paths: &Paths, name: Option<&str>, device: DeviceChoice) 
     let registry = Registry::open(&paths.models_dir)?;
     let model = registry.verify_named(name, Role::Chat)?;
     let device = device.open()?;
-    Llm::load(model.primary(), &device).with_context(|| format!("loading the chat model {}", model.entry.name))
+    Llm::load(model.primary(), &device)
+        .with_context(|| format!("loading the chat model {}", model.entry.name))
 }
 
 /// Ctrl-C cancels the generation in flight instead of killing the process.
-fn cancel_on_ctrl_c() -> Arc<AtomicBool> {
+pub(super) fn cancel_on_ctrl_c() -> Arc<AtomicBool> {
     let flag = Arc::new(AtomicBool::new(false));
     let f = flag.clone();
     std::thread::spawn(move || {
@@ -282,9 +286,15 @@ pub struct BenchGenerateArgs {
     pub worker: Option<PathBuf>,
 }
 
-pub(super) fn bench_generate_cmd(args: BenchGenerateArgs, paths: &Paths, json_out: bool) -> Result<ExitCode> {
+pub(super) fn bench_generate_cmd(
+    args: BenchGenerateArgs,
+    paths: &Paths,
+    json_out: bool,
+) -> Result<ExitCode> {
     if let Some(job) = &args.worker {
-        let job: Job = serde_json::from_slice(&std::fs::read(job).with_context(|| format!("reading {}", job.display()))?)?;
+        let job: Job = serde_json::from_slice(
+            &std::fs::read(job).with_context(|| format!("reading {}", job.display()))?,
+        )?;
         let run = bench_gen::run_kura(&job)?;
         println!("{}", serde_json::to_string(&run)?);
         return Ok(ExitCode::SUCCESS);
@@ -293,7 +303,10 @@ pub(super) fn bench_generate_cmd(args: BenchGenerateArgs, paths: &Paths, json_ou
         Some(p) => p.clone(),
         None => {
             let registry = Registry::open(&paths.models_dir)?;
-            registry.verify_named(args.model.as_deref(), Role::Chat)?.primary().to_path_buf()
+            registry
+                .verify_named(args.model.as_deref(), Role::Chat)?
+                .primary()
+                .to_path_buf()
         }
     };
     args.device.open()?;
@@ -301,11 +314,29 @@ pub(super) fn bench_generate_cmd(args: BenchGenerateArgs, paths: &Paths, json_ou
     let tokenizer = Tokenizer::from_gguf(&file)?;
     let template = ChatTemplate::from_gguf(&file)?;
     let tokens = bench_gen::build_prompt(&tokenizer, &template, args.prompt_tokens)?;
-    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
-    let job = Job { model: std::path::absolute(&path)?, tokens, decode_tokens: args.decode_tokens, threads, device: args.device.to_string() };
+    let threads = args.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    let job = Job {
+        model: std::path::absolute(&path)?,
+        tokens,
+        decode_tokens: args.decode_tokens,
+        threads,
+        device: args.device.to_string(),
+    };
     let runner = Runner {
         kura_exe: std::env::current_exe()?,
-        python: if args.no_reference { None } else { Some(args.python.clone().unwrap_or_else(bench_gen::default_python)) },
+        python: if args.no_reference {
+            None
+        } else {
+            Some(
+                args.python
+                    .clone()
+                    .unwrap_or_else(bench_gen::default_python),
+            )
+        },
         work_dir: std::env::temp_dir().join(format!("kura-bench-generate-{}", std::process::id())),
     };
     if !json_out {
@@ -330,22 +361,43 @@ pub(super) fn bench_generate_cmd(args: BenchGenerateArgs, paths: &Paths, json_ou
         print_json(&serde_json::to_value(&report)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!("model {} ({:.0} MB), {} prompt tokens, {} decode steps, {} threads; best of {} runs", report.model.display(), report.model_mb, report.prompt_tokens, report.decode_tokens, report.threads, args.runs);
-    println!("{:<22} {:>12} {:>12} {:>10} {:>14}", "", "prefill tok/s", "decode tok/s", "TTFT s", "peak RSS MB");
+    println!(
+        "model {} ({:.0} MB), {} prompt tokens, {} decode steps, {} threads; best of {} runs",
+        report.model.display(),
+        report.model_mb,
+        report.prompt_tokens,
+        report.decode_tokens,
+        report.threads,
+        args.runs
+    );
+    println!(
+        "{:<22} {:>12} {:>12} {:>10} {:>14}",
+        "", "prefill tok/s", "decode tok/s", "TTFT s", "peak RSS MB"
+    );
     let row = |name: &str, b: &bench_gen::EngineBest| {
-        println!("{:<22} {:>12.1} {:>12.1} {:>10.2} {:>14.0}", name, b.prefill_tok_s, b.decode_tok_s, b.ttft_s, b.peak_rss_mb);
+        println!(
+            "{:<22} {:>12.1} {:>12.1} {:>10.2} {:>14.0}",
+            name, b.prefill_tok_s, b.decode_tok_s, b.ttft_s, b.peak_rss_mb
+        );
     };
     row(&format!("kura ({})", report.device), &report.kura);
     if let (Some(l), Some(r)) = (&report.llama_cpp, &report.ratios) {
         row("llama.cpp (cpu)", l);
-        println!("{:<22} {:>11.2}× {:>11.2}× {:>9.2}× {:>13.2}×", "ratio kura/llama.cpp", r.prefill, r.decode, r.ttft, r.peak_rss);
+        println!(
+            "{:<22} {:>11.2}× {:>11.2}× {:>9.2}× {:>13.2}×",
+            "ratio kura/llama.cpp", r.prefill, r.decode, r.ttft, r.peak_rss
+        );
         if let Some(n) = report.greedy_agreement {
-            println!("greedy tokens identical to llama.cpp's: first {n} of {}", report.decode_tokens + 1);
+            println!(
+                "greedy tokens identical to llama.cpp's: first {n} of {}",
+                report.decode_tokens + 1
+            );
         }
     }
     println!(
         "RSS budget (model file + Kura's KV cache + 300 MB): {:.0} MB; Kura used {:.0} MB",
-        report.model_mb + report.kura_kv_cache_mb + 300.0, report.kura.peak_rss_mb
+        report.model_mb + report.kura_kv_cache_mb + 300.0,
+        report.kura.peak_rss_mb
     );
     Ok(ExitCode::SUCCESS)
 }

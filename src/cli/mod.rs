@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 
 use crate::paths::Paths;
 
+mod ask;
 mod dict;
 mod docs;
 mod llm;
@@ -46,8 +47,11 @@ pub enum Command {
     Doctor,
     /// Answer one prompt with the local model (through its chat template).
     Generate(llm::GenerateArgs),
-    /// Interactive chat with the local model in the terminal (streaming).
-    Chat(llm::ModelArgs),
+    /// Interactive chat with the local model in the terminal (streaming); `--rag`
+    /// answers from the documents with citations.
+    Chat(ask::ChatArgs),
+    /// Answer a question from the indexed documents, citing document and page.
+    Ask(ask::AskArgs),
     /// Add files and folders to a collection (incremental: only new or changed files).
     Ingest(docs::IngestArgs),
     /// Search the indexed documents (hybrid BM25 + vectors by default).
@@ -78,6 +82,9 @@ pub enum Command {
 pub enum EvalCommand {
     /// Recall@k, MRR@10 and nDCG@10 of BM25, vectors and hybrid on a data set.
     Retrieval(docs::EvalRetrievalArgs),
+    /// Grounded answers vs the same model without retrieval: accuracy, citation
+    /// precision, refusals (`--calibrate`: the refusal thresholds' data).
+    Rag(ask::EvalRagArgs),
 }
 
 /// `kura bench …`
@@ -185,7 +192,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Models(cmd) => models::models(cmd, &paths, cli.json),
         Command::Doctor => models::doctor(&paths, cli.json),
         Command::Generate(args) => llm::generate_cmd(args, &paths, cli.json),
-        Command::Chat(args) => llm::chat_cmd(args, &paths),
+        Command::Chat(args) if args.rag => ask::chat_rag_cmd(args, &paths),
+        Command::Chat(args) => llm::chat_cmd(args.model, &paths),
+        Command::Ask(args) => ask::ask_cmd(args, &paths, cli.json),
         Command::Ingest(args) => docs::ingest_cmd(args, &paths, cli.json),
         Command::Search(args) => docs::search_cmd(args, &paths, cli.json),
         Command::Status => docs::status_cmd(&paths, cli.json),
@@ -194,13 +203,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Eval(EvalCommand::Retrieval(args)) => {
             docs::eval_retrieval_cmd(args, &paths, cli.json)
         }
+        Command::Eval(EvalCommand::Rag(args)) => ask::eval_rag_cmd(args, &paths, cli.json),
         Command::Bench(BenchCommand::Index(args)) => docs::bench_index_cmd(args, &paths, cli.json),
         Command::Bench(BenchCommand::Embed(args)) => docs::bench_embed_cmd(args, &paths, cli.json),
         Command::Bench(BenchCommand::Ingest(args)) => {
             docs::bench_ingest_cmd(args, &paths, cli.json)
         }
         Command::Serve(args) => serve::serve_cmd(args, &paths, cli.json),
-        Command::Bench(BenchCommand::Generate(args)) => llm::bench_generate_cmd(args, &paths, cli.json),
+        Command::Bench(BenchCommand::Generate(args)) => {
+            llm::bench_generate_cmd(args, &paths, cli.json)
+        }
     }
 }
 

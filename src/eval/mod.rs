@@ -1,5 +1,6 @@
 //! Evaluations on real data: retrieval quality now; answers and adapters later.
 
+pub mod rag;
 pub mod retrieval;
 
 use std::path::{Path, PathBuf};

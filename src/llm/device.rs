@@ -23,6 +23,14 @@ pub enum DeviceChoice {
 }
 
 impl DeviceChoice {
+    /// The device named by `KURA_DEVICE` (`cpu`, `cuda`, `cuda:N`), else the CPU.
+    pub fn from_env() -> Self {
+        std::env::var("KURA_DEVICE")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_default()
+    }
+
     /// Whether this build of Kura was compiled with CUDA support (`--features cuda`).
     pub fn cuda_compiled() -> bool {
         candle_core::utils::cuda_is_available()
