@@ -45,6 +45,9 @@ pub struct RetrievalScores {
     pub p50_ms: f64,
 }
 
+/// A passage of a SQuAD corpus: (document key, text).
+pub type Passage = (String, String);
+
 /// One question with the key of its relevant item.
 #[derive(Debug, Clone)]
 pub struct Query {
@@ -77,7 +80,7 @@ struct SquadQa {
 pub fn load_squad(
     path: &Path,
     max_questions: Option<usize>,
-) -> Result<(Vec<(String, String)>, Vec<Query>), EvalError> {
+) -> Result<(Vec<Passage>, Vec<Query>), EvalError> {
     let text = std::fs::read_to_string(path).map_err(|e| EvalError::io(path, e))?;
     let squad: Squad = serde_json::from_str(&text).map_err(|e| EvalError::Dataset {
         path: path.to_owned(),
