@@ -2,6 +2,7 @@
 
 pub mod rag;
 pub mod retrieval;
+mod squad;
 
 use std::path::{Path, PathBuf};
 

@@ -49,30 +49,6 @@ pub struct RagQuestion {
     pub answerable: bool,
 }
 
-#[derive(Deserialize)]
-struct Squad {
-    data: Vec<SquadArticle>,
-}
-#[derive(Deserialize)]
-struct SquadArticle {
-    paragraphs: Vec<SquadParagraph>,
-}
-#[derive(Deserialize)]
-struct SquadParagraph {
-    context: String,
-    qas: Vec<SquadQa>,
-}
-#[derive(Deserialize)]
-struct SquadQa {
-    id: String,
-    question: String,
-    answers: Vec<SquadAnswer>,
-}
-#[derive(Deserialize)]
-struct SquadAnswer {
-    text: String,
-}
-
 /// Keeps `n` items spread evenly over the list (deterministic).
 pub fn spread<T>(items: Vec<T>, n: usize) -> Vec<T> {
     if items.len() <= n {
@@ -100,11 +76,7 @@ pub fn load_squad_split(
     answerable: usize,
     unanswerable: usize,
 ) -> Result<SquadSplit, EvalError> {
-    let text = std::fs::read_to_string(path).map_err(|e| EvalError::io(path, e))?;
-    let squad: Squad = serde_json::from_str(&text).map_err(|e| EvalError::Dataset {
-        path: path.to_owned(),
-        message: format!("not SQuAD-format JSON: {e}"),
-    })?;
+    let squad = super::squad::read(path)?;
     let (mut docs, mut pos, mut neg) = (Vec::new(), Vec::new(), Vec::new());
     let mut pid = 0usize;
     for (ai, article) in squad.data.into_iter().enumerate() {

@@ -57,35 +57,12 @@ pub struct Query {
     pub relevant: String,
 }
 
-/// SQuAD-format data set file.
-#[derive(Deserialize)]
-struct Squad {
-    data: Vec<SquadArticle>,
-}
-#[derive(Deserialize)]
-struct SquadArticle {
-    paragraphs: Vec<SquadParagraph>,
-}
-#[derive(Deserialize)]
-struct SquadParagraph {
-    context: String,
-    qas: Vec<SquadQa>,
-}
-#[derive(Deserialize)]
-struct SquadQa {
-    question: String,
-}
-
 /// Loads a SQuAD-format file into (paragraph id, text) and queries.
 pub fn load_squad(
     path: &Path,
     max_questions: Option<usize>,
 ) -> Result<(Vec<Passage>, Vec<Query>), EvalError> {
-    let text = std::fs::read_to_string(path).map_err(|e| EvalError::io(path, e))?;
-    let squad: Squad = serde_json::from_str(&text).map_err(|e| EvalError::Dataset {
-        path: path.to_owned(),
-        message: format!("not SQuAD-format JSON: {e}"),
-    })?;
+    let squad = super::squad::read(path)?;
     let mut docs = Vec::new();
     let mut queries = Vec::new();
     for article in squad.data {
