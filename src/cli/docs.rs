@@ -57,13 +57,13 @@ pub struct SearchArgs {
     #[arg(long, default_value_t = 5)]
     pub top_k: usize,
     /// RRF constant k.
-    #[arg(long, default_value_t = 60.0)]
+    #[arg(long, default_value_t = FusionParams::default().k)]
     pub rrf_k: f32,
     /// Weight of BM25 in the fusion.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = FusionParams::default().bm25_weight)]
     pub bm25_weight: f32,
     /// Weight of the vectors in the fusion.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = FusionParams::default().vector_weight)]
     pub vector_weight: f32,
     /// Embedding model (must be the one the collection was indexed with).
     #[arg(long)]
@@ -86,13 +86,13 @@ pub struct EvalRetrievalArgs {
     #[arg(long, default_value_t = 256)]
     pub chunk_tokens: usize,
     /// RRF constant k.
-    #[arg(long, default_value_t = 60.0)]
+    #[arg(long, default_value_t = FusionParams::default().k)]
     pub rrf_k: f32,
     /// Weight of BM25 in the fusion.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = FusionParams::default().bm25_weight)]
     pub bm25_weight: f32,
     /// Weight of the vectors in the fusion.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = FusionParams::default().vector_weight)]
     pub vector_weight: f32,
     /// Keep the evaluation index here (default: a temporary folder). A SQuAD corpus
     /// already indexed there is reused, not embedded again.

@@ -67,7 +67,7 @@ impl Default for AskOptions {
             max_tokens: 256,
             policy: RefusalPolicy::default(),
             rewrite_with_model: true,
-            fusion: FusionParams::default(),
+            fusion: FusionParams::ANSWERS,
         }
     }
 }
