@@ -41,6 +41,9 @@ pub struct ServeArgs {
     /// Cap on prompt + reply tokens per request (default: the model's context).
     #[arg(long, value_name = "TOKENS")]
     pub context_length: Option<usize>,
+    /// The built web UI served at `/` (default: the checkout's `ui/dist`).
+    #[arg(long, env = "KURA_UI_DIR", value_name = "DIR")]
+    pub ui_dir: Option<std::path::PathBuf>,
 }
 
 pub(super) fn serve_cmd(args: ServeArgs, paths: &Paths, json_out: bool) -> Result<ExitCode> {
@@ -62,6 +65,7 @@ pub(super) fn serve_cmd(args: ServeArgs, paths: &Paths, json_out: bool) -> Resul
             max_concurrent: args.max_concurrent,
             max_waiting: args.max_queue,
             context_length: args.context_length,
+            ui_dir: args.ui_dir.clone().or_else(server::ui::default_dir),
             ..ServerOptions::default()
         },
     );
@@ -83,6 +87,7 @@ pub(super) fn serve_cmd(args: ServeArgs, paths: &Paths, json_out: bool) -> Resul
                 "  models: {}; OpenAI base_url: http://{local}/v1 — Ctrl-C to stop",
                 names.join(", ")
             );
+            println!("  web UI: http://{local}/");
         }
         if !args.host.is_loopback() {
             eprintln!(

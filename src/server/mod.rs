@@ -11,6 +11,7 @@
 //! | `POST /v1/embeddings` | sentence embeddings ([`openai`]) |
 //! | `GET /v1/models`, `/v1/models/{id}` | the loaded models |
 //! | `GET /api/health` | status, models, queue and counters, version |
+//! | `GET /…` (anything else) | the web UI ([`ui`]): files of `ui/dist`, else `index.html` |
 //!
 //! # Design
 //!
@@ -62,6 +63,7 @@ pub mod error;
 pub mod loaded;
 pub mod openai;
 pub mod queue;
+pub mod ui;
 pub mod worker;
 
 use std::future::{Future, IntoFuture};
@@ -95,6 +97,8 @@ pub struct ServerOptions {
     pub context_length: Option<usize>,
     /// Embedding requests computed at once (default 1).
     pub embedding_concurrency: usize,
+    /// The built web UI (`ui/dist`) served at `/`; `None`: `/` says how to build it.
+    pub ui_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for ServerOptions {
@@ -104,6 +108,7 @@ impl Default for ServerOptions {
             max_waiting: 64,
             context_length: None,
             embedding_concurrency: 1,
+            ui_dir: None,
         }
     }
 }
@@ -172,8 +177,17 @@ pub fn router(state: Arc<ServerState>) -> Router {
     routes().with_state(state)
 }
 
-async fn not_found(uri: axum::http::Uri) -> ApiError {
-    ApiError::not_found(format!("no such endpoint: {}", uri.path()))
+/// Unknown API paths are a JSON 404; every other path belongs to the web UI.
+async fn not_found(
+    State(state): State<Arc<ServerState>>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if ui::is_api_path(uri.path()) {
+        return ApiError::not_found(format!("no such endpoint: {}", uri.path())).into_response();
+    }
+    ui::serve(state.options.ui_dir.as_deref(), &method, uri.path()).await
 }
 
 async fn method_not_allowed() -> ApiError {
