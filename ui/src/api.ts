@@ -40,11 +40,9 @@ export interface DocumentInfo {
   path: string;
   status: string;
   pages: number;
-  chunks: number;
   size: number;
   extractor: string | null;
   error: string | null;
-  ingested_at: number;
   problem_pages: ProblemPage[];
 }
 
@@ -61,6 +59,7 @@ export interface ModelInfo {
   files: { path: string; size: number; sha256: string; present: boolean }[];
   size: number;
   present: boolean;
+  loaded: boolean;
 }
 
 export interface PageView {
