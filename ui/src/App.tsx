@@ -7,13 +7,14 @@ import { Chat } from "./Chat";
 import { Documents } from "./Documents";
 import { Models } from "./Models";
 import { Training } from "./Training";
+import { Icon } from "./Icon";
 
 type Screen = "chat" | "documents" | "models" | "training";
-const SCREENS: { id: Screen; label: Key; icon: string }[] = [
-  { id: "chat", label: "navChat", icon: "💬" },
-  { id: "documents", label: "navDocuments", icon: "📁" },
-  { id: "models", label: "navModels", icon: "🧠" },
-  { id: "training", label: "navTraining", icon: "🎛" },
+const SCREENS: { id: Screen; label: Key; icon: "chat" | "folder" | "model" | "training" }[] = [
+  { id: "chat", label: "navChat", icon: "chat" },
+  { id: "documents", label: "navDocuments", icon: "folder" },
+  { id: "models", label: "navModels", icon: "model" },
+  { id: "training", label: "navTraining", icon: "training" },
 ];
 
 function screenFromHash(): Screen {
@@ -48,8 +49,8 @@ export function App() {
                 data-testid={`nav-${s.id}`}
                 aria-current={screen === s.id ? "page" : undefined}
               >
-                <span className="nav-icon" aria-hidden>
-                  {s.icon}
+                <span className="nav-icon">
+                  <Icon name={s.icon} size={18} />
                 </span>
                 {t(s.label)}
               </a>
@@ -70,7 +71,9 @@ export function App() {
               </button>
             ))}
           </div>
-          <div className="offline-note">🔒 {t("offline")}</div>
+          <div className="offline-note">
+            <Icon name="lock" size={13} /> {t("offline")}
+          </div>
         </div>
       </nav>
       <main className="main">

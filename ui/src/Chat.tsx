@@ -14,6 +14,7 @@ import {
 } from "./api";
 import { useI18n } from "./i18n";
 import { SourcePanel, type SourceTarget } from "./SourcePanel";
+import { Icon } from "./Icon";
 
 interface Turn {
   id: string;
@@ -369,7 +370,7 @@ function AnswerText({
         p.flagged ? (
           <span key={i} className="unsupported" title={t("unsupportedTitle")} data-testid="unsupported">
             <span className="warn" aria-label={t("unsupportedTitle")}>
-              ⚠
+              <Icon name="warn" size={14} />
             </span>
             {withChips(p.text, `u${i}`)}
           </span>
@@ -449,7 +450,9 @@ function TurnView({
         )}
         {turn.refused ? (
           <div className="refusal" data-testid="refusal">
-            <div className="refusal-title">🛈 {t("refusalTitle")}</div>
+            <div className="refusal-title">
+              <Icon name="info" /> {t("refusalTitle")}
+            </div>
             <p>{t("refusalBody")}</p>
           </div>
         ) : (
@@ -483,7 +486,12 @@ function TurnView({
                 <span className="chip static">{s.n}</span>
                 <span className="source-doc">
                   {fileName(s.doc)} <span className="muted">{t("page")}{s.page}</span>
-                  {s.flagged && <span className="warn"> ⚠</span>}
+                  {s.flagged && (
+                    <span className="warn">
+                      {" "}
+                      <Icon name="warn" size={13} />
+                    </span>
+                  )}
                 </span>
                 <span className="source-snippet">{s.text}</span>
               </button>
@@ -492,10 +500,12 @@ function TurnView({
         )}
         {turn.phase === "done" && !turn.error && (
           <div className="answer-actions">
-            {turn.grounded && !turn.refused && <span className="badge ok">✓ {t("grounded")}</span>}
+            {turn.grounded && !turn.refused && <span className="badge ok">
+                <Icon name="check" size={13} /> {t("grounded")}
+              </span>}
             <span className="spacer" />
             <button className="btn small ghost" onClick={copy} data-testid="copy">
-              {copied ? `✓ ${t("copied")}` : `⧉ ${t("copy")}`}
+              <Icon name={copied ? "check" : "copy"} size={14} /> {copied ? t("copied") : t("copy")}
             </button>
             <button
               className={`btn small ghost ${turn.feedback === "up" ? "on" : ""}`}
@@ -505,7 +515,7 @@ function TurnView({
               aria-pressed={turn.feedback === "up"}
               data-testid="thumbs-up"
             >
-              👍
+              <Icon name="up" size={15} />
             </button>
             <button
               className={`btn small ghost ${turn.feedback === "down" ? "on" : ""}`}
@@ -515,7 +525,7 @@ function TurnView({
               aria-pressed={turn.feedback === "down"}
               data-testid="thumbs-down"
             >
-              👎
+              <Icon name="down" size={15} />
             </button>
             {turn.feedback && <span className="muted small">{t("feedbackThanks")}</span>}
           </div>

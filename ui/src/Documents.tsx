@@ -4,6 +4,7 @@
 import { useCallback, useEffect, useState } from "react";
 import { api, fileName, formatBytes, type CollectionInfo, type DocumentInfo } from "./api";
 import { useI18n, type Key } from "./i18n";
+import { Icon } from "./Icon";
 
 interface FileState {
   path: string;
@@ -317,7 +318,9 @@ export function Documents() {
             onClick={() => setSelected(c.name)}
             data-testid={`collection-${c.name}`}
           >
-            <div className="collection-name">📁 {c.name}</div>
+            <div className="collection-name">
+              <Icon name="folder" size={17} /> {c.name}
+            </div>
             <div className="stats">
               <span>
                 <b>{c.documents}</b> {t("documents")}
@@ -348,7 +351,7 @@ export function Documents() {
             </h2>
             <span className="spacer" />
             <button className="btn" onClick={() => reindex(selected)} title={t("reindexHelp")} data-testid="reindex">
-              ↻ {t("reindex")}
+              <Icon name="refresh" size={14} /> {t("reindex")}
             </button>
           </div>
           {docs && docs.length === 0 && <p className="muted">{t("noDocuments")}</p>}
@@ -388,7 +391,7 @@ export function Documents() {
                     </td>
                     <td>
                       <button className="btn small ghost danger" onClick={() => remove(d)} data-testid="delete-document">
-                        {t("delete")}
+                        <Icon name="trash" size={13} /> {t("delete")}
                       </button>
                     </td>
                   </tr>
