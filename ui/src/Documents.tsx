@@ -187,6 +187,14 @@ export function Documents() {
 
   useEffect(() => {
     refresh();
+    // Jobs still running (started before a reload, or from another browser).
+    api
+      .jobs()
+      .then((r) => {
+        for (const j of r.jobs) if (j.state === "running" || j.state === "queued") track(j.id, j.collection);
+      })
+      .catch(() => {});
+    // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [refresh]);
   useEffect(() => {
     if (selected) loadDocs(selected);

@@ -126,6 +126,8 @@ export const api = {
     sendJson<{ id: string }>("POST", "/api/ingest", { collection, paths }),
   reindex: (collection: string) =>
     sendJson<{ id: string }>("POST", `/api/collections/${encodeURIComponent(collection)}/reindex`),
+  jobs: () =>
+    getJson<{ jobs: { id: string; collection: string; state: string }[] }>("/api/ingest"),
   models: () => getJson<{ models: ModelInfo[] }>("/api/models"),
   page: (chunkId: number) => getJson<PageView>(`/api/chunks/${chunkId}/page`),
   feedback: (body: {
