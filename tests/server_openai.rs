@@ -8,10 +8,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, TcpStream};
+use common::server::Server;
+
+use std::io::Write;
+use std::net::Shutdown;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,197 +23,6 @@ use serde_json::{json, Value};
 /// SmolLM2 keeps these tests fast; the point is the server, not the model's quality.
 const CHAT: &str = "smollm2-135m-instruct";
 const EMBEDDING: &str = "multilingual-e5-small";
-
-/// A `kura serve` child process on a free port; killed when dropped.
-struct Server {
-    child: Child,
-    addr: String,
-    _data: tempfile::TempDir,
-}
-
-impl Server {
-    fn start(extra: &[&str]) -> Server {
-        let models = common::real_models_dir();
-        let data = tempfile::tempdir().unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_kura"))
-            .arg("--data-dir")
-            .arg(data.path())
-            .arg("--models-dir")
-            .arg(&models)
-            .args(["serve", "--port", "0", "--model", CHAT])
-            .args(extra)
-            .env_remove("KURA_HOME")
-            .env_remove("KURA_MODELS")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("the kura binary starts");
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let addr = loop {
-            let mut line = String::new();
-            if stdout.read_line(&mut line).unwrap() == 0 {
-                let status = child.wait().unwrap();
-                panic!("kura serve exited ({status}) before listening; see its stderr above");
-            }
-            if let Some(rest) = line.trim().strip_prefix("kura serve: listening on http://") {
-                break rest.to_string();
-            }
-        };
-        // Keep draining stdout so the server never blocks on a full pipe.
-        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-        let server = Server {
-            child,
-            addr,
-            _data: data,
-        };
-        let (status, health) = server.get("/api/health");
-        assert_eq!(status, 200, "{health}");
-        assert_eq!(health["status"], "ok");
-        server
-    }
-
-    fn base_url(&self) -> String {
-        format!("http://{}/v1", self.addr)
-    }
-
-    fn connect(&self) -> TcpStream {
-        let s = TcpStream::connect(&self.addr).expect("connect to kura serve");
-        s.set_read_timeout(Some(Duration::from_secs(600))).unwrap();
-        s
-    }
-
-    /// Sends an HTTP/1.0 request (no chunked encoding: the body ends when the server
-    /// closes the connection) and returns the connection positioned at the body.
-    fn send(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, BufReader<TcpStream>) {
-        let mut s = self.connect();
-        let body = body.map(|b| b.to_string()).unwrap_or_default();
-        write!(
-            s,
-            "{method} {path} HTTP/1.0\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            self.addr,
-            body.len()
-        )
-        .unwrap();
-        let mut r = BufReader::new(s);
-        let mut status_line = String::new();
-        r.read_line(&mut status_line).unwrap();
-        let status: u16 = status_line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
-        loop {
-            let mut h = String::new();
-            r.read_line(&mut h).unwrap();
-            if h == "\r\n" || h.is_empty() {
-                break;
-            }
-        }
-        (status, r)
-    }
-
-    fn request(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
-        let (status, mut r) = self.send(method, path, body);
-        let mut text = String::new();
-        r.read_to_string(&mut text).unwrap();
-        let value = serde_json::from_str(&text)
-            .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {text:?}"));
-        (status, value)
-    }
-
-    fn get(&self, path: &str) -> (u16, Value) {
-        self.request("GET", path, None)
-    }
-
-    fn queue(&self) -> Value {
-        let (status, h) = self.get("/api/health");
-        assert_eq!(status, 200, "{h}");
-        h["queue"].clone()
-    }
-
-    /// Starts a streamed chat completion; returns its event reader.
-    fn stream(&self, body: Value) -> EventStream {
-        let mut body = body;
-        body["stream"] = json!(true);
-        let (status, r) = self.send("POST", "/v1/chat/completions", Some(&body));
-        assert_eq!(status, 200);
-        EventStream { r }
-    }
-
-    fn pid(&self) -> String {
-        self.child.id().to_string()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Server-sent events of one streamed response.
-struct EventStream {
-    r: BufReader<TcpStream>,
-}
-
-impl EventStream {
-    /// The next `data:` payload, or None at the end of the stream.
-    fn next_data(&mut self) -> Option<String> {
-        loop {
-            let mut line = String::new();
-            match self.r.read_line(&mut line) {
-                Ok(0) | Err(_) => return None,
-                Ok(_) => {}
-            }
-            if let Some(data) = line.trim_end().strip_prefix("data: ") {
-                return Some(data.to_string());
-            }
-        }
-    }
-
-    /// The next chunk's content delta (skips role-only chunks); None when the stream
-    /// ends or carries no more content.
-    fn next_content(&mut self) -> Option<String> {
-        while let Some(d) = self.next_data() {
-            if d == "[DONE]" {
-                return None;
-            }
-            let v: Value = serde_json::from_str(&d).unwrap();
-            if let Some(c) = v["choices"][0]["delta"]["content"].as_str() {
-                if !c.is_empty() {
-                    return Some(c.to_string());
-                }
-            }
-        }
-        None
-    }
-
-    /// Reads to the end; returns the text and the finish reason.
-    fn collect(mut self) -> (String, String) {
-        let mut text = String::new();
-        let mut finish = String::new();
-        while let Some(d) = self.next_data() {
-            if d == "[DONE]" {
-                break;
-            }
-            let v: Value = serde_json::from_str(&d).unwrap();
-            assert!(v.get("error").is_none(), "error event: {v}");
-            if let Some(c) = v["choices"][0]["delta"]["content"].as_str() {
-                text.push_str(c);
-            }
-            if let Some(f) = v["choices"][0]["finish_reason"].as_str() {
-                finish = f.to_string();
-            }
-        }
-        (text, finish)
-    }
-
-    /// Closes the connection, as a client that gives up does.
-    fn disconnect(self) {
-        let _ = self.r.get_ref().shutdown(Shutdown::Both);
-    }
-}
 
 fn pyenv_python() -> PathBuf {
     let py = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/pyenv/bin/python");
@@ -243,7 +54,7 @@ fn user(content: &str) -> Value {
 #[test]
 fn the_official_openai_client_chats_streams_embeds_and_gets_openai_errors() {
     let python = pyenv_python();
-    let server = Server::start(&[]);
+    let server = Server::start(CHAT, &[]);
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/py/openai_client.py");
     let out = Command::new(&python)
         .arg(&script)
@@ -385,12 +196,10 @@ fn the_official_openai_client_chats_streams_embeds_and_gets_openai_errors() {
 
 #[test]
 fn concurrent_requests_get_exactly_what_each_gets_alone() {
-    let server = Arc::new(Server::start(&[
-        "--max-concurrent",
-        "2",
-        "--embedding-model",
-        "none",
-    ]));
+    let server = Arc::new(Server::start(
+        CHAT,
+        &["--max-concurrent", "2", "--embedding-model", "none"],
+    ));
     let prompts = [
         "Write a short poem about the sea.",
         "Explain in a few sentences how a bicycle works.",
@@ -450,7 +259,7 @@ fn concurrent_requests_get_exactly_what_each_gets_alone() {
 #[test]
 fn a_client_that_disconnects_cancels_its_generation_and_shutdown_is_graceful() {
     // One generation at a time: the next request can only run once the first stops.
-    let server = Arc::new(Server::start(&["--embedding-model", "none"]));
+    let server = Arc::new(Server::start(CHAT, &["--embedding-model", "none"]));
     const LONG: u64 = 3000;
     let long = json!({
         "model": CHAT, "messages": user("Tell me everything about the history of Europe."),

@@ -554,6 +554,37 @@ impl Catalog {
         Ok(out)
     }
 
+    /// Every chunk of one page of a document, in reading order (to show the page
+    /// around a cited chunk).
+    pub async fn chunks_on_page(
+        &self,
+        document_id: i64,
+        page: i64,
+    ) -> Result<Vec<ChunkRecord>, CatalogError> {
+        let rows = sqlx::query(
+            "SELECT k.id FROM chunks k WHERE k.document_id = ? AND k.page = ? ORDER BY k.char_start, k.id",
+        )
+        .bind(document_id)
+        .bind(page)
+        .fetch_all(&self.pool)
+        .await?;
+        let ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+        self.chunks(&ids).await
+    }
+
+    /// Pages that are garbled or empty, counted per collection id.
+    pub async fn problem_page_counts(
+        &self,
+    ) -> Result<std::collections::HashMap<i64, i64>, CatalogError> {
+        let rows = sqlx::query(
+            "SELECT d.collection_id, COUNT(*) FROM pages p JOIN documents d ON d.id = p.document_id
+             WHERE p.quality != 'ok' GROUP BY d.collection_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
     /// Embeddings (with collection ids) of chunks by id; missing ids are skipped.
     pub async fn embeddings(&self, ids: &[i64]) -> Result<Vec<(i64, i64, Vec<f32>)>, CatalogError> {
         let mut out = Vec::with_capacity(ids.len());

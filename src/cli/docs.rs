@@ -94,9 +94,14 @@ pub struct EvalRetrievalArgs {
     /// Weight of the vectors in the fusion.
     #[arg(long, default_value_t = 1.0)]
     pub vector_weight: f32,
-    /// Keep the evaluation index here (default: a temporary folder).
+    /// Keep the evaluation index here (default: a temporary folder). A SQuAD corpus
+    /// already indexed there is reused, not embedded again.
     #[arg(long)]
     pub work_dir: Option<PathBuf>,
+    /// Instead of one fusion setting, score a grid of RRF k × vector weight ×
+    /// candidates from one search per query (for tuning on `valid`).
+    #[arg(long)]
+    pub sweep: bool,
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -424,22 +429,39 @@ pub(super) fn eval_retrieval_cmd(
             (queries, id, KeyBy::Page)
         } else {
             let (docs, queries) = retrieval::load_squad(&args.dataset, args.max_questions)?;
-            let pb = if json_out {
-                ProgressBar::hidden()
+            let reusable = catalog
+                .summaries()
+                .await?
+                .into_iter()
+                .find(|c| c.collection.name == "eval" && c.documents == docs.len() as i64);
+            let id = if let Some(done) = reusable {
+                if !json_out {
+                    eprintln!(
+                        "reusing the {} passages already indexed in {}",
+                        done.documents,
+                        tmp.display()
+                    );
+                }
+                done.collection.id
             } else {
-                bar(docs.len() as u64, "index passages")
+                let pb = if json_out {
+                    ProgressBar::hidden()
+                } else {
+                    bar(docs.len() as u64, "index passages")
+                };
+                let id = retrieval::index_corpus(
+                    &docs,
+                    "eval",
+                    &catalog,
+                    &mut index,
+                    &embedder,
+                    &chunking,
+                    &|n| pb.set_position(n as u64),
+                )
+                .await?;
+                pb.finish_and_clear();
+                id
             };
-            let id = retrieval::index_corpus(
-                &docs,
-                "eval",
-                &catalog,
-                &mut index,
-                &embedder,
-                &chunking,
-                &|n| pb.set_position(n as u64),
-            )
-            .await?;
-            pb.finish_and_clear();
             (queries, id, KeyBy::Document)
         };
         let pb = if json_out {
@@ -447,6 +469,21 @@ pub(super) fn eval_retrieval_cmd(
         } else {
             bar(queries.len() as u64, "questions")
         };
+        if args.sweep {
+            let lists = retrieval::candidate_lists(
+                &queries,
+                coll_id,
+                key_by,
+                &catalog,
+                &index,
+                &embedder,
+                100,
+                &|n| pb.set_position(n as u64),
+            )
+            .await?;
+            pb.finish_and_clear();
+            return anyhow::Ok(Err(lists));
+        }
         let s = retrieval::evaluate(
             &queries,
             coll_id,
@@ -459,8 +496,18 @@ pub(super) fn eval_retrieval_cmd(
         )
         .await?;
         pb.finish_and_clear();
-        anyhow::Ok(s)
+        anyhow::Ok(Ok(s))
     })?;
+    let scores = match scores {
+        Ok(s) => s,
+        Err(lists) => {
+            if args.work_dir.is_none() {
+                let _ = std::fs::remove_dir_all(&tmp);
+            }
+            print_sweep(&args, &lists, json_out);
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
     if args.work_dir.is_none() {
         let _ = std::fs::remove_dir_all(&tmp);
     }
@@ -485,6 +532,58 @@ pub(super) fn eval_retrieval_cmd(
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints the fusion grid: BM25, vectors, the current defaults and the best settings.
+fn print_sweep(args: &EvalRetrievalArgs, lists: &retrieval::CandidateLists, json_out: bool) {
+    let ks = [1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 100.0];
+    let weights = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0, 1.25];
+    let candidates = [10, 20, 50, 100];
+    let (bm25, vector, points) = retrieval::sweep_fusion(lists, &ks, &weights, &candidates);
+    let defaults = FusionParams::default();
+    let current = points.iter().find(|p| {
+        p.fusion.k == defaults.k
+            && p.fusion.vector_weight == defaults.vector_weight / defaults.bm25_weight
+            && p.fusion.candidates == defaults.candidates
+    });
+    if json_out {
+        print_json(&json!({
+            "dataset": args.dataset,
+            "bm25": bm25,
+            "vector": vector,
+            "defaults": current,
+            "best": points.iter().take(20).collect::<Vec<_>>(),
+        }));
+        return;
+    }
+    println!(
+        "{} — fusion sweep over {} settings",
+        args.dataset.display(),
+        points.len()
+    );
+    println!("| retriever | k | vector weight | candidates | R@1 | R@5 | MRR@10 | nDCG@10 |");
+    println!("|---|---|---|---|---|---|---|---|");
+    let row = |name: &str, f: Option<&FusionParams>, s: &retrieval::RetrievalScores| {
+        let (k, w, n) = f.map_or(("-".into(), "-".into(), "-".into()), |f| {
+            (
+                format!("{}", f.k),
+                format!("{}", f.vector_weight),
+                f.candidates.to_string(),
+            )
+        });
+        println!(
+            "| {name} | {k} | {w} | {n} | {:.3} | {:.3} | {:.3} | {:.3} |",
+            s.recall_at_1, s.recall_at_5, s.mrr_at_10, s.ndcg_at_10
+        );
+    };
+    row("bm25", None, &bm25);
+    row("vector", None, &vector);
+    if let Some(c) = current {
+        row("hybrid (defaults)", Some(&c.fusion), &c.scores);
+    }
+    for p in points.iter().take(15) {
+        row("hybrid", Some(&p.fusion), &p.scores);
+    }
 }
 
 fn tempfile_dir(chosen: Option<PathBuf>) -> Result<PathBuf> {

@@ -11,7 +11,7 @@ use serde_json::json;
 use super::print_json;
 use crate::models::Registry;
 use crate::paths::Paths;
-use crate::server::{self, LoadedModels, ServerOptions, ServerState};
+use crate::server::{self, Library, LoadedModels, ServerOptions, ServerState};
 
 /// `kura serve`
 #[derive(Debug, Args)]
@@ -59,7 +59,18 @@ pub(super) fn serve_cmd(args: ServeArgs, paths: &Paths, json_out: bool) -> Resul
         &device,
     )?;
     let names = models.names();
-    let state = ServerState::new(
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    // The documents `/api/ask` answers from: the same data folder as `kura ingest`.
+    let library = match models.embedding() {
+        Some(embedding) => Some(std::sync::Arc::new(
+            runtime.block_on(Library::open(paths, embedding))?,
+        )),
+        None => None,
+    };
+    let state = ServerState::with_library(
         models,
         ServerOptions {
             max_concurrent: args.max_concurrent,
@@ -68,11 +79,8 @@ pub(super) fn serve_cmd(args: ServeArgs, paths: &Paths, json_out: bool) -> Resul
             ui_dir: args.ui_dir.clone().or_else(server::ui::default_dir),
             ..ServerOptions::default()
         },
+        library,
     );
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
     let result = runtime.block_on(async {
         let addr = SocketAddr::new(args.host, args.port);
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {

@@ -246,9 +246,206 @@ pub async fn evaluate(
         .collect())
 }
 
+/// One fusion setting's scores in a sweep.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FusionPoint {
+    /// The setting.
+    pub fusion: FusionParams,
+    /// Its hybrid scores.
+    pub scores: RetrievalScores,
+}
+
+/// The BM25 and vector candidate lists of every query, computed once so that many
+/// fusion settings can be scored without searching again (see [`sweep_fusion`]).
+#[derive(Debug, Clone)]
+pub struct CandidateLists {
+    /// Per query: (BM25 list, vector list), best first.
+    pub lists: Vec<(Vec<(i64, f32)>, Vec<(i64, f32)>)>,
+    /// The key every candidate chunk is judged by.
+    pub keys: HashMap<i64, String>,
+    /// The relevant key of every query.
+    pub relevant: Vec<String>,
+}
+
+/// Searches every query once with each retriever (`candidates` deep).
+pub async fn candidate_lists(
+    queries: &[Query],
+    collection_id: i64,
+    key_by: KeyBy,
+    catalog: &Catalog,
+    index: &SearchIndex,
+    embedder: &Embedder,
+    candidates: usize,
+    progress: &dyn Fn(usize),
+) -> Result<CandidateLists, EvalError> {
+    let fusion = FusionParams {
+        candidates,
+        ..FusionParams::default()
+    };
+    let mut lists = Vec::with_capacity(queries.len());
+    let mut keys = HashMap::new();
+    for (qi, q) in queries.iter().enumerate() {
+        let qv = embedder
+            .embed_queries(&[q.question.as_str()])
+            .map_err(|e| EvalError::Embed(e.to_string()))?;
+        let b = index.search(
+            SearchMode::Bm25,
+            &q.question,
+            None,
+            &[collection_id],
+            candidates,
+            &fusion,
+        )?;
+        let v = index.search(
+            SearchMode::Vector,
+            &q.question,
+            Some(&qv[0]),
+            &[collection_id],
+            candidates,
+            &fusion,
+        )?;
+        let missing: Vec<i64> = b
+            .iter()
+            .chain(&v)
+            .map(|h| h.0)
+            .filter(|id| !keys.contains_key(id))
+            .collect();
+        for c in catalog.chunks(&missing).await? {
+            let key = match key_by {
+                KeyBy::Document => c.path,
+                KeyBy::Page => format!("{}#{}", c.path, c.page),
+            };
+            keys.insert(c.id, key);
+        }
+        lists.push((b, v));
+        progress(qi + 1);
+    }
+    Ok(CandidateLists {
+        lists,
+        keys,
+        relevant: queries.iter().map(|q| q.relevant.clone()).collect(),
+    })
+}
+
+/// Rank (0-based, within 10 distinct keys) of the relevant key in a ranked list.
+fn rank_of(hits: &[(i64, f32)], keys: &HashMap<i64, String>, relevant: &str) -> Option<usize> {
+    let mut seen: Vec<&str> = Vec::new();
+    for (id, _) in hits {
+        let Some(k) = keys.get(id) else { continue };
+        if !seen.contains(&k.as_str()) {
+            seen.push(k);
+            if seen.len() > 10 {
+                break;
+            }
+        }
+    }
+    seen.iter()
+        .take(10)
+        .position(|k| *k == relevant || k.ends_with(relevant))
+}
+
+/// Scores a set of ranks (one per query) as `mode`.
+pub fn score_ranks(mode: &str, ranks: &[Option<usize>]) -> RetrievalScores {
+    let n = ranks.len().max(1) as f64;
+    let within = |k: usize| ranks.iter().filter(|x| x.is_some_and(|x| x < k)).count() as f64 / n;
+    RetrievalScores {
+        mode: mode.to_string(),
+        questions: ranks.len(),
+        recall_at_1: within(1),
+        recall_at_5: within(5),
+        recall_at_10: within(10),
+        mrr_at_10: ranks
+            .iter()
+            .map(|x| x.map(|x| 1.0 / (x + 1) as f64).unwrap_or(0.0))
+            .sum::<f64>()
+            / n,
+        ndcg_at_10: ranks
+            .iter()
+            .map(|x| x.map(|x| 1.0 / ((x + 2) as f64).log2()).unwrap_or(0.0))
+            .sum::<f64>()
+            / n,
+        p50_ms: 0.0,
+    }
+}
+
+/// Scores BM25 alone, vectors alone and hybrid under every fusion setting of the
+/// grid, from lists searched once. Returns (bm25, vector, hybrid points sorted by
+/// nDCG@10, best first).
+pub fn sweep_fusion(
+    c: &CandidateLists,
+    ks: &[f32],
+    vector_weights: &[f32],
+    candidates: &[usize],
+) -> (RetrievalScores, RetrievalScores, Vec<FusionPoint>) {
+    let ranks =
+        |f: &dyn Fn(&[(i64, f32)], &[(i64, f32)]) -> Vec<(i64, f32)>| -> Vec<Option<usize>> {
+            c.lists
+                .iter()
+                .zip(&c.relevant)
+                .map(|((b, v), rel)| rank_of(&f(b, v), &c.keys, rel))
+                .collect()
+        };
+    let bm25 = score_ranks("bm25", &ranks(&|b, _| b.to_vec()));
+    let vector = score_ranks("vector", &ranks(&|_, v| v.to_vec()));
+    let mut points = Vec::new();
+    for &n in candidates {
+        for &k in ks {
+            for &w in vector_weights {
+                let fusion = FusionParams {
+                    k,
+                    bm25_weight: 1.0,
+                    vector_weight: w,
+                    candidates: n,
+                };
+                let r = ranks(&|b, v| {
+                    let (b, v) = (&b[..b.len().min(n)], &v[..v.len().min(n)]);
+                    crate::index::rrf(&[(b, 1.0), (v, w)], k)
+                });
+                points.push(FusionPoint {
+                    fusion,
+                    scores: score_ranks("hybrid", &r),
+                });
+            }
+        }
+    }
+    points.sort_by(|a, b| {
+        b.scores
+            .ndcg_at_10
+            .total_cmp(&a.scores.ndcg_at_10)
+            .then(b.scores.mrr_at_10.total_cmp(&a.scores.mrr_at_10))
+    });
+    (bm25, vector, points)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sweep_scores_each_setting_from_one_search() {
+        // Query 0: BM25 ranks the relevant doc 2nd, vectors rank it 1st.
+        // Query 1: BM25 ranks it 1st, vectors 2nd.
+        let keys: HashMap<i64, String> = (1..=4).map(|i| (i, format!("doc{i}"))).collect();
+        let c = CandidateLists {
+            lists: vec![
+                (
+                    vec![(1, 9.0), (2, 8.0), (3, 1.0)],
+                    vec![(2, 0.9), (3, 0.8), (4, 0.7)],
+                ),
+                (vec![(3, 9.0), (1, 2.0)], vec![(4, 0.9), (3, 0.8), (1, 0.7)]),
+            ],
+            keys,
+            relevant: vec!["doc2".into(), "doc3".into()],
+        };
+        let (bm25, vector, points) = sweep_fusion(&c, &[60.0], &[0.0, 1.0], &[50]);
+        assert_eq!(bm25.recall_at_1, 0.5);
+        assert_eq!(vector.recall_at_1, 0.5);
+        assert_eq!(points.len(), 2);
+        // Weight 0 is BM25 alone; weight 1 fixes query 0 and keeps query 1.
+        assert_eq!(points[0].fusion.vector_weight, 1.0);
+        assert_eq!(points[0].scores.recall_at_1, 1.0);
+        assert_eq!(points[1].scores.recall_at_1, bm25.recall_at_1);
+    }
 
     #[test]
     fn spread_is_deterministic_and_even() {

@@ -10,6 +10,8 @@
 //! | `POST /v1/chat/completions` | chat, streamed (SSE) or not ([`openai`]) |
 //! | `POST /v1/embeddings` | sentence embeddings ([`openai`]) |
 //! | `GET /v1/models`, `/v1/models/{id}` | the loaded models |
+//! | `POST /api/ask` | a grounded answer with citations, streamed (SSE) ([`ask`]) |
+//! | `GET /api/collections`, `/api/chunks/{id}/page` | the library, for the UI ([`ask`]) |
 //! | `GET /api/health` | status, models, queue and counters, version |
 //! | `GET /…` (anything else) | the web UI ([`ui`]): files of `ui/dist`, else `index.html` |
 //!
@@ -59,7 +61,9 @@
 //! # Ok(()) }
 //! ```
 
+pub mod ask;
 pub mod error;
+pub mod library;
 pub mod loaded;
 pub mod openai;
 pub mod queue;
@@ -77,6 +81,7 @@ use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 
 pub use error::ApiError;
+pub use library::{Library, LibraryError};
 pub use loaded::{ChatModel, ChatRoute, EmbeddingModel, LoadError, LoadedModels};
 pub use queue::{QueueStats, Scheduler};
 
@@ -133,11 +138,22 @@ pub struct ServerState {
     pub started: Instant,
     /// The same, as Unix seconds (the `created` of `/v1/models`).
     pub started_unix: u64,
+    /// The indexed documents `/api/ask` answers from (`None`: a model-only server).
+    pub library: Option<Arc<Library>>,
 }
 
 impl ServerState {
     /// State for a server over `models`.
     pub fn new(models: LoadedModels, options: ServerOptions) -> Arc<Self> {
+        Self::with_library(models, options, None)
+    }
+
+    /// State for a server over `models` that also answers from `library`.
+    pub fn with_library(
+        models: LoadedModels,
+        options: ServerOptions,
+        library: Option<Arc<Library>>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             models,
             scheduler: Scheduler::new(options.max_concurrent, options.max_waiting),
@@ -147,6 +163,7 @@ impl ServerState {
             started_unix: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
+            library,
         })
     }
 
@@ -167,6 +184,7 @@ impl ServerState {
 /// Every route of the API, before the state is attached. Extend here.
 pub fn routes() -> Router<Arc<ServerState>> {
     openai::routes()
+        .merge(ask::routes())
         .route("/api/health", get(health))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

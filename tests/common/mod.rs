@@ -2,6 +2,8 @@
 //! finding the real model files.
 #![allow(dead_code)]
 
+pub mod server;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
