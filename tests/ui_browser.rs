@@ -15,24 +15,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 
+use common::server::Server;
 use common::{kura, real_models_dir, OutputText};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Stops the server when the test ends, however it ends.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn prerequisites() -> (PathBuf, PathBuf) {
@@ -67,31 +57,6 @@ fn prerequisites() -> (PathBuf, PathBuf) {
     (chromium, dist)
 }
 
-/// Starts `kura serve` on a free port; returns it and its base URL.
-fn start_server(data: &Path, models: &Path, dist: &Path) -> (Server, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kura"))
-        .args(["--data-dir", data.to_str().unwrap()])
-        .args(["--models-dir", models.to_str().unwrap()])
-        .arg("--json")
-        .args(["serve", "--port", "0", "--ui-dir", dist.to_str().unwrap()])
-        .env_remove("KURA_HOME")
-        .env_remove("KURA_MODELS")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("kura serve starts");
-    let stdout = child.stdout.take().unwrap();
-    let server = Server(child);
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("kura serve prints its address");
-    let v: serde_json::Value = serde_json::from_str(&line)
-        .unwrap_or_else(|e| panic!("kura serve printed {line:?}: {e}"));
-    let url = v["listening"].as_str().expect("listening address").to_owned();
-    (server, url)
-}
-
 #[test]
 fn the_web_ui_answers_with_citations_switches_language_and_ingests() {
     let (chromium, dist) = prerequisites();
@@ -122,7 +87,12 @@ fn the_web_ui_answers_with_citations_switches_language_and_ingests() {
     )
     .unwrap();
 
-    let (_server, url) = start_server(data.path(), &models, &dist);
+    let server = Server::start_in(
+        data,
+        "qwen2.5-coder-1.5b-instruct",
+        &["--ui-dir", dist.to_str().unwrap()],
+    );
+    let url = format!("http://{}", server.addr);
     let shots = std::env::var_os("KURA_SCREENSHOTS")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo().join("target/ui-screenshots"));

@@ -77,6 +77,7 @@ pub(super) fn serve_cmd(args: ServeArgs, paths: &Paths, json_out: bool) -> Resul
             max_waiting: args.max_queue,
             context_length: args.context_length,
             ui_dir: args.ui_dir.clone().or_else(server::ui::default_dir),
+            models_dir: Some(paths.models_dir.clone()),
             ..ServerOptions::default()
         },
         library,

@@ -244,10 +244,6 @@ impl IngestJob {
             "error": inner.error,
         })
     }
-
-    fn finished(&self) -> bool {
-        matches!(self.lock().state, JobState::Done | JobState::Failed)
-    }
 }
 
 /// The ingest jobs of a server (kept in memory; the catalog records each run).

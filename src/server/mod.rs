@@ -12,6 +12,7 @@
 //! | `GET /v1/models`, `/v1/models/{id}` | the loaded models |
 //! | `POST /api/ask` | a grounded answer with citations, streamed (SSE) ([`ask`]) |
 //! | `GET /api/collections`, `/api/chunks/{id}/page` | the library, for the UI ([`ask`]) |
+//! | `/api/ingest…`, `/api/collections/{name}/documents`, `/api/documents/{id}`, `/api/models`, `/api/feedback` | documents, ingest jobs, models, feedback, for the UI ([`library_api`]) |
 //! | `GET /api/health` | status, models, queue and counters, version |
 //! | `GET /…` (anything else) | the web UI ([`ui`]): files of `ui/dist`, else `index.html` |
 //!
@@ -64,6 +65,7 @@
 pub mod ask;
 pub mod error;
 pub mod library;
+pub mod library_api;
 pub mod loaded;
 pub mod openai;
 pub mod queue;
@@ -104,6 +106,8 @@ pub struct ServerOptions {
     pub embedding_concurrency: usize,
     /// The built web UI (`ui/dist`) served at `/`; `None`: `/` says how to build it.
     pub ui_dir: Option<std::path::PathBuf>,
+    /// The models folder, for `/api/models` (`None`: that route answers 503).
+    pub models_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for ServerOptions {
@@ -114,6 +118,7 @@ impl Default for ServerOptions {
             context_length: None,
             embedding_concurrency: 1,
             ui_dir: None,
+            models_dir: None,
         }
     }
 }
@@ -140,6 +145,8 @@ pub struct ServerState {
     pub started_unix: u64,
     /// The indexed documents `/api/ask` answers from (`None`: a model-only server).
     pub library: Option<Arc<Library>>,
+    /// Ingest jobs started through the API ([`library_api`]).
+    pub ingest_jobs: library_api::IngestJobs,
 }
 
 impl ServerState {
@@ -164,6 +171,7 @@ impl ServerState {
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
             library,
+            ingest_jobs: library_api::IngestJobs::default(),
         })
     }
 
@@ -185,6 +193,7 @@ impl ServerState {
 pub fn routes() -> Router<Arc<ServerState>> {
     openai::routes()
         .merge(ask::routes())
+        .merge(library_api::routes())
         .route("/api/health", get(health))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
