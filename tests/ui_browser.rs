@@ -5,7 +5,9 @@
 //! A user asks a Japanese question and sees the answer stream in with a citation
 //! chip, opens the source panel with the cited passage highlighted, gives 👍,
 //! switches the UI to English (kept after a reload), adds a document on the
-//! Documents screen and watches it ingest, and looks at the models. Screenshots of
+//! Documents screen and watches it ingest, looks at the models, and asks, in a
+//! second conversation, what the manuals do not say (the refusal with the closest
+//! sources). Screenshots of
 //! every screen in Japanese and English go to `target/ui-screenshots/` (or
 //! `KURA_SCREENSHOTS`); the committed ones in `docs/screenshots/` come from there.
 //!
@@ -121,6 +123,8 @@ fn the_web_ui_answers_with_citations_switches_language_and_ingests() {
         "models-ja",
         "training-en",
         "training-ja",
+        "chat-refusal-ja",
+        "chat-refusal-en",
     ] {
         assert!(
             shots.join(format!("{name}.png")).is_file(),

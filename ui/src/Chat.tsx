@@ -485,7 +485,8 @@ function TurnView({
               >
                 <span className="chip static">{s.n}</span>
                 <span className="source-doc">
-                  {fileName(s.doc)} <span className="muted">{t("page")}{s.page}</span>
+                  {fileName(s.doc)} <span className="muted">{t("page")}
+                    {s.page}</span>
                   {s.flagged && (
                     <span className="warn">
                       {" "}
@@ -527,7 +528,7 @@ function TurnView({
             >
               <Icon name="down" size={15} />
             </button>
-            {turn.feedback && <span className="muted small">{t("feedbackThanks")}</span>}
+            {turn.feedback && <span className="muted small nowrap">{t("feedbackThanks")}</span>}
           </div>
         )}
       </div>

@@ -90,7 +90,7 @@ function JobView({ job }: { job: Job }) {
               <td>
                 <StatusBadge s={f.outcome} />
               </td>
-              <td className="num">{f.pages > 0 ? `${f.pages} ${t("pages")}` : ""}</td>
+              <td className="num">{f.pages > 0 ? `${f.pages} ${t("pagesUnit")}` : ""}</td>
               <td className="reason">{f.reason}</td>
             </tr>
           ))}

@@ -42,14 +42,14 @@ export function Models() {
                     <div className="file-name">
                       {m.name} {m.default && <span className="badge idle">{t("defaultModel")}</span>}
                     </div>
-                    <div className="file-path">{m.description}</div>
+                    <div className="model-desc">{m.description}</div>
                     {m.caveat && (
-                      <div className="file-path warn-text">
+                      <div className="model-desc warn-text">
                         {t("caveat")}: {m.caveat}
                       </div>
                     )}
                   </td>
-                  <td>{t(`role_${m.role}` as Key)}</td>
+                  <td className="nowrap">{t(`role_${m.role}` as Key)}</td>
                   <td className="num">{formatBytes(m.size)}</td>
                   <td className="hash">
                     {m.files.map((f) => (
@@ -59,10 +59,15 @@ export function Models() {
                     ))}
                   </td>
                   <td>{m.licence}</td>
-                  <td>
+                  <td className="nowrap">
                     <span className={`badge ${m.present ? "ok" : "bad"}`}>
                       {m.present ? t("installed") : t("missing")}
                     </span>
+                    {m.loaded && (
+                      <div>
+                        <span className="badge busy">{t("loadedNow")}</span>
+                      </div>
+                    )}
                   </td>
                 </tr>
               ))}

@@ -169,6 +169,33 @@ try {
   check((await page.getByTestId("documents-screen").innerText()).includes("文書とコレクション"), "documents screen in Japanese");
   await shot("documents-ja");
 
+  step = "a question the manuals do not answer, in a second conversation";
+  await page.getByTestId("nav-chat").click();
+  await page.getByTestId("new-chat").click();
+  await page.getByTestId("question").fill("今日の社員食堂の日替わりメニューは何ですか？");
+  await page.getByTestId("send").click();
+  const refusal = page.getByTestId("refusal");
+  await refusal.waitFor({ timeout: ANSWER_TIMEOUT });
+  check((await refusal.innerText()).includes("資料に記載が見つかりませんでした"), "the refusal is shown as such");
+  const closest = page.getByTestId("answer").last().getByTestId("source-row");
+  await closest.first().waitFor();
+  check((await closest.count()) >= 1, "the closest sources are listed with the refusal");
+  check((await page.getByTestId("citation-chip").count()) === 0, "a refusal cites nothing");
+  await shot("chat-refusal-ja");
+  await closest.first().click();
+  await page.getByTestId("source-panel").getByTestId("highlight").waitFor();
+  await page.getByTestId("close-panel").click();
+  await page.getByTestId("lang-en").click();
+  check((await refusal.innerText()).includes("The documents do not say"), "the refusal in English");
+  await shot("chat-refusal-en");
+  const convs = page.locator(".conv-item");
+  check((await convs.count()) === 2, "both conversations are listed");
+  await convs.nth(1).click();
+  check(
+    (await page.getByTestId("answer").last().innerText()).includes("営業日"),
+    "the first conversation is still there",
+  );
+
   step = "no errors in the page";
   check(consoleErrors.length === 0, `no JavaScript errors: ${consoleErrors.join(" | ")}`);
   log("all checks passed");
