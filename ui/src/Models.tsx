@@ -54,7 +54,7 @@ export function Models() {
                   <td className="hash">
                     {m.files.map((f) => (
                       <div key={f.path} title={`${f.path}\n${f.sha256}`}>
-                        <code>{f.sha256.slice(0, 16)}…</code>
+                        <code>{f.sha256}</code>
                       </div>
                     ))}
                   </td>
