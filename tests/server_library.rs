@@ -113,14 +113,20 @@ fn documents_are_ingested_listed_reindexed_and_deleted_through_the_api() {
         Some(&json!({"collection": "inbox", "paths": ["relative/dir"]})),
     );
     assert_eq!(status, 400, "{v}");
-    assert!(v["error"]["message"].as_str().unwrap().contains("relative/dir"));
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("relative/dir"));
     let (status, v) = server.request(
         "POST",
         "/api/ingest",
         Some(&json!({"collection": "inbox", "paths": ["/no/such/folder"]})),
     );
     assert_eq!(status, 400, "{v}");
-    assert!(v["error"]["message"].as_str().unwrap().contains("does not exist"));
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("does not exist"));
     let (status, _) = server.request(
         "POST",
         "/api/ingest",
@@ -136,7 +142,11 @@ fn documents_are_ingested_listed_reindexed_and_deleted_through_the_api() {
     );
     let events = job_events(&server, &id);
     assert_eq!(events[0].0, "start");
-    assert_eq!(events[0].1["files"].as_array().unwrap().len(), 3, "{events:?}");
+    assert_eq!(
+        events[0].1["files"].as_array().unwrap().len(),
+        3,
+        "{events:?}"
+    );
     let outcomes: Vec<(&str, &str)> = events
         .iter()
         .filter(|(n, _)| n == "file")
@@ -149,11 +159,17 @@ fn documents_are_ingested_listed_reindexed_and_deleted_through_the_api() {
         })
         .collect();
     assert!(outcomes.contains(&("入館証.md", "added")), "{outcomes:?}");
-    assert!(outcomes.contains(&("会議室予約.txt", "added")), "{outcomes:?}");
+    assert!(
+        outcomes.contains(&("会議室予約.txt", "added")),
+        "{outcomes:?}"
+    );
     let s = summary(&events);
     assert_eq!(s["added"], 2, "{s}");
     assert_eq!(s["failed"].as_array().unwrap().len(), 1, "{s}");
-    assert!(s["failed"][0]["path"].as_str().unwrap().ends_with("broken.pdf"));
+    assert!(s["failed"][0]["path"]
+        .as_str()
+        .unwrap()
+        .ends_with("broken.pdf"));
 
     // A late client gets the whole stream again.
     let replay = job_events(&server, &id);
@@ -241,7 +257,14 @@ fn documents_are_ingested_listed_reindexed_and_deleted_through_the_api() {
     assert_eq!(check["report"]["consistent"], true, "{check}");
     let hits = cli(
         &data_path,
-        &["search", "青い入館証", "--collection", "inbox", "--mode", "bm25"],
+        &[
+            "search",
+            "青い入館証",
+            "--collection",
+            "inbox",
+            "--mode",
+            "bm25",
+        ],
     );
     assert!(
         hits.as_array()
@@ -252,7 +275,14 @@ fn documents_are_ingested_listed_reindexed_and_deleted_through_the_api() {
     );
     let hits = cli(
         &data_path,
-        &["search", "予約の取消", "--collection", "inbox", "--mode", "bm25"],
+        &[
+            "search",
+            "予約の取消",
+            "--collection",
+            "inbox",
+            "--mode",
+            "bm25",
+        ],
     );
     assert!(
         hits[0]["text"].as_str().unwrap().contains("当日9時"),

@@ -115,7 +115,11 @@ impl Catalog {
                     id: r.get(0),
                     created_at: r.get(1),
                     feedback: Feedback {
-                        rating: if rating == "up" { Rating::Up } else { Rating::Down },
+                        rating: if rating == "up" {
+                            Rating::Up
+                        } else {
+                            Rating::Down
+                        },
                         question: r.get(3),
                         answer: r.get(4),
                         collections: serde_json::from_str(&collections).unwrap_or_default(),

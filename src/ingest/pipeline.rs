@@ -14,7 +14,6 @@
 use std::collections::HashSet;
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
 use std::time::{Instant, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -135,29 +134,18 @@ pub enum Progress<'a> {
 /// catalog's index log, now and then during the run and at its end.
 ///
 /// `kura ingest` owns its [`SearchIndex`]; `kura serve` shares one between the
-/// answers that search it and the ingests started from the UI, behind a lock
-/// (`&RwLock<SearchIndex>`), which a run then takes only while it syncs — never
-/// while it extracts or embeds, so answers go on during an ingest.
+/// answers that search it and the ingests started from the UI, behind a lock, and
+/// implements this by taking the lock only while it syncs — never while a run
+/// extracts or embeds, so answers go on during an ingest
+/// (`server::library_api::SharedIndex`).
 pub trait IndexSync {
     /// Replays the catalog's log into the index (see [`SearchIndex::sync`]).
-    fn sync_from(&mut self, catalog: &Catalog)
-        -> impl Future<Output = Result<usize, IndexError>>;
+    fn sync_from(&mut self, catalog: &Catalog) -> impl Future<Output = Result<usize, IndexError>>;
 }
 
 impl IndexSync for SearchIndex {
-    fn sync_from(
-        &mut self,
-        catalog: &Catalog,
-    ) -> impl Future<Output = Result<usize, IndexError>> {
+    fn sync_from(&mut self, catalog: &Catalog) -> impl Future<Output = Result<usize, IndexError>> {
         self.sync(catalog)
-    }
-}
-
-impl IndexSync for &RwLock<SearchIndex> {
-    async fn sync_from(&mut self, catalog: &Catalog) -> Result<usize, IndexError> {
-        // A panic elsewhere while the lock was held leaves the index as committed on disk.
-        let mut index = self.write().unwrap_or_else(|e| e.into_inner());
-        index.sync(catalog).await
     }
 }
 

@@ -55,7 +55,9 @@ use super::library::{internal, Library};
 use super::openai::parse_json;
 use super::ServerState;
 use crate::catalog::feedback::Feedback;
-use crate::ingest::pipeline::{self, IngestOptions, IngestSummary, Progress};
+use crate::catalog::Catalog;
+use crate::index::IndexError;
+use crate::ingest::pipeline::{self, IndexSync, IngestOptions, IngestSummary, Progress};
 use crate::models::Registry;
 
 /// The routes of this module.
@@ -133,18 +135,44 @@ fn no_collection(name: &str) -> ApiError {
     .with_code("collection_not_found")
 }
 
-/// Brings the shared index up to date with the catalog, on a blocking thread (the
-/// index's lock is a plain `RwLock`, which an async task must not hold).
+/// The library's shared search index as an ingest run sees it: the write lock is
+/// taken only while the run syncs new chunks into it, on a blocking thread (the
+/// lock is a plain `RwLock`, which must not be held across an `.await`).
+pub struct SharedIndex(pub Arc<Library>);
+
+impl SharedIndex {
+    async fn sync_now(&self) -> Result<usize, IndexError> {
+        let lib = self.0.clone();
+        let dir = lib.data_dir.join("index");
+        let runtime = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || {
+            // A panic elsewhere while the lock was held leaves the index as committed on disk.
+            let mut index = lib.index.write().unwrap_or_else(|e| e.into_inner());
+            runtime.block_on(index.sync(&lib.catalog))
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(IndexError::Io {
+                path: dir,
+                source: std::io::Error::other(format!("index sync crashed: {e}")),
+            })
+        })
+    }
+}
+
+impl IndexSync for SharedIndex {
+    /// Syncs from the library's own catalog (the one every run of the server uses).
+    async fn sync_from(&mut self, _catalog: &Catalog) -> Result<usize, IndexError> {
+        self.sync_now().await
+    }
+}
+
+/// Brings the shared index up to date with the catalog.
 async fn sync_index(lib: &Arc<Library>) -> Result<(), ApiError> {
-    let lib = lib.clone();
-    let runtime = tokio::runtime::Handle::current();
-    tokio::task::spawn_blocking(move || {
-        let mut index = lib.index.write().unwrap_or_else(|e| e.into_inner());
-        runtime.block_on(index.sync(&lib.catalog))
-    })
-    .await
-    .map_err(|e| ApiError::internal(format!("index sync crashed: {e}")))?
-    .map_err(|e| ApiError::internal(format!("index: {e}")))?;
+    SharedIndex(lib.clone())
+        .sync_now()
+        .await
+        .map_err(|e| ApiError::internal(format!("index: {e}")))?;
     Ok(())
 }
 
@@ -408,7 +436,10 @@ fn spawn_job(
         .spawn(move || {
             let _turn = running.lock().unwrap_or_else(|e| e.into_inner());
             worker.lock().state = JobState::Running;
-            let result = runtime.block_on(run_job(&lib, &worker, &paths, &remove_first));
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                runtime.block_on(run_job(&lib, &worker, &paths, &remove_first))
+            }))
+            .unwrap_or_else(|_| Err("the ingest crashed (see the server log)".to_owned()));
             let mut inner = worker.lock();
             match result {
                 Ok(summary) => {
@@ -444,7 +475,7 @@ fn spawn_job(
 }
 
 async fn run_job(
-    lib: &Library,
+    lib: &Arc<Library>,
     job: &IngestJob,
     paths: &[PathBuf],
     remove_first: &[i64],
@@ -468,7 +499,7 @@ async fn run_job(
             );
         }
     };
-    let mut index = &lib.index;
+    let mut index = SharedIndex(lib.clone());
     let mut summary = pipeline::ingest(
         paths,
         &job.collection,
@@ -564,9 +595,10 @@ impl futures_core::Stream for JobStream {
     type Item = Result<Event, Infallible>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.get_mut().rx.poll_recv(cx).map(|e| {
-            e.map(|e| Ok(Event::default().event(e.name).data(e.data.to_string())))
-        })
+        self.get_mut()
+            .rx
+            .poll_recv(cx)
+            .map(|e| e.map(|e| Ok(Event::default().event(e.name).data(e.data.to_string()))))
     }
 }
 
@@ -594,8 +626,8 @@ async fn models(State(state): State<Arc<ServerState>>) -> Result<Json<Value>, Ap
                 .map(|f| {
                     // Presence by size only: hashing gigabytes per page view is for
                     // `kura models verify` (and every load).
-                    let present = std::fs::metadata(registry.file_path(f))
-                        .is_ok_and(|md| md.len() == f.size);
+                    let present =
+                        std::fs::metadata(registry.file_path(f)).is_ok_and(|md| md.len() == f.size);
                     json!({"path": f.path, "size": f.size, "sha256": f.sha256, "present": present})
                 })
                 .collect();

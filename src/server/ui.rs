@@ -23,7 +23,9 @@ use axum::response::{IntoResponse, Response};
 
 /// The built UI of the source checkout this binary was compiled from, if any.
 pub fn default_dir() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("ui").join("dist");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("ui")
+        .join("dist");
     dir.is_dir().then_some(dir)
 }
 
@@ -261,7 +263,10 @@ mod tests {
             .to_str()
             .unwrap()
             .contains("immutable"));
-        assert_eq!(get("/assets/gone-2.js").await.status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            get("/assets/gone-2.js").await.status(),
+            StatusCode::NOT_FOUND
+        );
         let none = serve(None, &Method::GET, "/").await;
         assert_eq!(none.status(), StatusCode::SERVICE_UNAVAILABLE);
         let r = serve(Some(&dir.path().join("nope")), &Method::GET, "/").await;
