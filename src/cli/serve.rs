@@ -9,6 +9,7 @@ use clap::Args;
 use serde_json::json;
 
 use super::print_json;
+use crate::llm::DeviceChoice;
 use crate::models::Registry;
 use crate::paths::Paths;
 use crate::server::{self, Library, LoadedModels, ServerOptions, ServerState};
@@ -44,11 +45,14 @@ pub struct ServeArgs {
     /// The built web UI served at `/` (default: the checkout's `ui/dist`).
     #[arg(long, env = "KURA_UI_DIR", value_name = "DIR")]
     pub ui_dir: Option<std::path::PathBuf>,
+    /// Where the chat models run: cpu, or cuda[:N] (builds with `--features cuda`).
+    #[arg(long, default_value = "cpu", env = "KURA_DEVICE")]
+    pub device: DeviceChoice,
 }
 
 pub(super) fn serve_cmd(args: ServeArgs, paths: &Paths, json_out: bool) -> Result<ExitCode> {
     let registry = Registry::open(&paths.models_dir)?;
-    let device = candle_core::Device::Cpu;
+    let device = args.device.open()?;
     if !json_out {
         eprintln!("kura serve: verifying and loading models…");
     }
