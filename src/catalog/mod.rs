@@ -17,6 +17,8 @@
 //! # Ok(()) }
 //! ```
 
+pub mod feedback;
+
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -322,6 +324,15 @@ impl Catalog {
             .fetch_all(&self.pool)
             .await?;
         Ok(rows.into_iter().map(Self::document_from_row).collect())
+    }
+
+    /// The document with this id, if there is one.
+    pub async fn document(&self, id: i64) -> Result<Option<DocumentRecord>, CatalogError> {
+        let row = sqlx::query("SELECT * FROM documents WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(Self::document_from_row))
     }
 
     /// The pages of a document that are not ok (garbled or empty).

@@ -42,6 +42,9 @@ pub struct ServeArgs {
     /// Cap on prompt + reply tokens per request (default: the model's context).
     #[arg(long, value_name = "TOKENS")]
     pub context_length: Option<usize>,
+    /// The built web UI served at `/` (default: the checkout's `ui/dist`).
+    #[arg(long, env = "KURA_UI_DIR", value_name = "DIR")]
+    pub ui_dir: Option<std::path::PathBuf>,
     /// Where the chat models run: cpu, or cuda[:N] (builds with `--features cuda`).
     #[arg(long, default_value = "cpu", env = "KURA_DEVICE")]
     pub device: DeviceChoice,
@@ -77,6 +80,8 @@ pub(super) fn serve_cmd(args: ServeArgs, paths: &Paths, json_out: bool) -> Resul
             max_concurrent: args.max_concurrent,
             max_waiting: args.max_queue,
             context_length: args.context_length,
+            ui_dir: args.ui_dir.clone().or_else(server::ui::default_dir),
+            models_dir: Some(paths.models_dir.clone()),
             ..ServerOptions::default()
         },
         library,
@@ -95,6 +100,7 @@ pub(super) fn serve_cmd(args: ServeArgs, paths: &Paths, json_out: bool) -> Resul
                 "  models: {}; OpenAI base_url: http://{local}/v1 — Ctrl-C to stop",
                 names.join(", ")
             );
+            println!("  web UI: http://{local}/");
         }
         if !args.host.is_loopback() {
             eprintln!(

@@ -12,6 +12,7 @@
 //! the run goes on, and an earlier indexed version of that file stays searchable.
 
 use std::collections::HashSet;
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, UNIX_EPOCH};
 
@@ -129,6 +130,25 @@ pub enum Progress<'a> {
     },
 }
 
+/// The search index as a run sees it: something to bring up to date with the
+/// catalog's index log, now and then during the run and at its end.
+///
+/// `kura ingest` owns its [`SearchIndex`]; `kura serve` shares one between the
+/// answers that search it and the ingests started from the UI, behind a lock, and
+/// implements this by taking the lock only while it syncs — never while a run
+/// extracts or embeds, so answers go on during an ingest
+/// (`server::library_api::SharedIndex`).
+pub trait IndexSync {
+    /// Replays the catalog's log into the index (see [`SearchIndex::sync`]).
+    fn sync_from(&mut self, catalog: &Catalog) -> impl Future<Output = Result<usize, IndexError>>;
+}
+
+impl IndexSync for SearchIndex {
+    fn sync_from(&mut self, catalog: &Catalog) -> impl Future<Output = Result<usize, IndexError>> {
+        self.sync(catalog)
+    }
+}
+
 /// Lists the files under the given paths (folders recursively, hidden entries skipped).
 pub fn walk(paths: &[PathBuf]) -> Result<Vec<PathBuf>, IngestError> {
     let mut out = Vec::new();
@@ -191,14 +211,14 @@ pub async fn ingest(
     collection: &str,
     opts: &IngestOptions,
     catalog: &Catalog,
-    index: &mut SearchIndex,
+    index: &mut impl IndexSync,
     embedder: &Embedder,
     progress: &dyn Fn(Progress),
 ) -> Result<IngestSummary, IngestError> {
     let started = Instant::now();
     let mut summary = IngestSummary::default();
     // Catch up with anything a killed run left in the catalog but not the indexes.
-    index.sync(catalog).await?;
+    index.sync_from(catalog).await?;
     let coll = catalog.collection(collection).await?;
     let run = catalog.start_run(coll.id).await?;
     let files = walk(paths)?;
@@ -369,7 +389,7 @@ pub async fn ingest(
             pages: doc.pages.len(),
         });
         if last_sync.elapsed().as_secs() >= 30 {
-            index.sync(catalog).await?;
+            index.sync_from(catalog).await?;
             last_sync = Instant::now();
         }
     }
@@ -387,7 +407,7 @@ pub async fn ingest(
             summary.removed += 1;
         }
     }
-    index.sync(catalog).await?;
+    index.sync_from(catalog).await?;
     summary.seconds = started.elapsed().as_secs_f64();
     catalog
         .finish_run(

@@ -12,7 +12,9 @@
 //! | `GET /v1/models`, `/v1/models/{id}` | the loaded models |
 //! | `POST /api/ask` | a grounded answer with citations, streamed (SSE) ([`ask`]) |
 //! | `GET /api/collections`, `/api/chunks/{id}/page` | the library, for the UI ([`ask`]) |
+//! | `/api/ingest…`, `/api/collections/{name}/documents`, `/api/documents/{id}`, `/api/models`, `/api/feedback` | documents, ingest jobs, models, feedback, for the UI ([`library_api`]) |
 //! | `GET /api/health` | status, models, queue and counters, version |
+//! | `GET /…` (anything else) | the web UI ([`ui`]): files of `ui/dist`, else `index.html` |
 //!
 //! # Design
 //!
@@ -63,9 +65,11 @@
 pub mod ask;
 pub mod error;
 pub mod library;
+pub mod library_api;
 pub mod loaded;
 pub mod openai;
 pub mod queue;
+pub mod ui;
 pub mod worker;
 
 use std::future::{Future, IntoFuture};
@@ -100,6 +104,10 @@ pub struct ServerOptions {
     pub context_length: Option<usize>,
     /// Embedding requests computed at once (default 1).
     pub embedding_concurrency: usize,
+    /// The built web UI (`ui/dist`) served at `/`; `None`: `/` says how to build it.
+    pub ui_dir: Option<std::path::PathBuf>,
+    /// The models folder, for `/api/models` (`None`: that route answers 503).
+    pub models_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for ServerOptions {
@@ -109,6 +117,8 @@ impl Default for ServerOptions {
             max_waiting: 64,
             context_length: None,
             embedding_concurrency: 1,
+            ui_dir: None,
+            models_dir: None,
         }
     }
 }
@@ -135,6 +145,8 @@ pub struct ServerState {
     pub started_unix: u64,
     /// The indexed documents `/api/ask` answers from (`None`: a model-only server).
     pub library: Option<Arc<Library>>,
+    /// Ingest jobs started through the API ([`library_api`]).
+    pub ingest_jobs: library_api::IngestJobs,
 }
 
 impl ServerState {
@@ -159,6 +171,7 @@ impl ServerState {
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
             library,
+            ingest_jobs: library_api::IngestJobs::default(),
         })
     }
 
@@ -180,6 +193,7 @@ impl ServerState {
 pub fn routes() -> Router<Arc<ServerState>> {
     openai::routes()
         .merge(ask::routes())
+        .merge(library_api::routes())
         .route("/api/health", get(health))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -190,8 +204,17 @@ pub fn router(state: Arc<ServerState>) -> Router {
     routes().with_state(state)
 }
 
-async fn not_found(uri: axum::http::Uri) -> ApiError {
-    ApiError::not_found(format!("no such endpoint: {}", uri.path()))
+/// Unknown API paths are a JSON 404; every other path belongs to the web UI.
+async fn not_found(
+    State(state): State<Arc<ServerState>>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if ui::is_api_path(uri.path()) {
+        return ApiError::not_found(format!("no such endpoint: {}", uri.path())).into_response();
+    }
+    ui::serve(state.options.ui_dir.as_deref(), &method, uri.path()).await
 }
 
 async fn method_not_allowed() -> ApiError {
