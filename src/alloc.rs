@@ -28,9 +28,13 @@ pub const TOP_PAD: usize = 256 << 20;
 pub fn tune() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
-        let user_set = ["MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_"]
-            .iter()
-            .any(|v| std::env::var_os(v).is_some());
+        let user_set = [
+            "MALLOC_MMAP_THRESHOLD_",
+            "MALLOC_TRIM_THRESHOLD_",
+            "MALLOC_TOP_PAD_",
+        ]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some());
         if user_set {
             return;
         }

@@ -255,12 +255,15 @@ pub struct FusionPoint {
     pub scores: RetrievalScores,
 }
 
+/// A ranked list of (chunk id, score), best first.
+pub type Ranked = Vec<(i64, f32)>;
+
 /// The BM25 and vector candidate lists of every query, computed once so that many
 /// fusion settings can be scored without searching again (see [`sweep_fusion`]).
 #[derive(Debug, Clone)]
 pub struct CandidateLists {
     /// Per query: (BM25 list, vector list), best first.
-    pub lists: Vec<(Vec<(i64, f32)>, Vec<(i64, f32)>)>,
+    pub lists: Vec<(Ranked, Ranked)>,
     /// The key every candidate chunk is judged by.
     pub keys: HashMap<i64, String>,
     /// The relevant key of every query.
@@ -268,6 +271,7 @@ pub struct CandidateLists {
 }
 
 /// Searches every query once with each retriever (`candidates` deep).
+#[allow(clippy::too_many_arguments)]
 pub async fn candidate_lists(
     queries: &[Query],
     collection_id: i64,
