@@ -381,14 +381,14 @@ pub fn sweep_fusion(
     vector_weights: &[f32],
     candidates: &[usize],
 ) -> (RetrievalScores, RetrievalScores, Vec<FusionPoint>) {
-    let ranks =
-        |f: &dyn Fn(&[(i64, f32)], &[(i64, f32)]) -> Vec<(i64, f32)>| -> Vec<Option<usize>> {
-            c.lists
-                .iter()
-                .zip(&c.relevant)
-                .map(|((b, v), rel)| rank_of(&f(b, v), &c.keys, rel))
-                .collect()
-        };
+    type Fuse<'f> = &'f dyn Fn(&[(i64, f32)], &[(i64, f32)]) -> Ranked;
+    let ranks = |f: Fuse<'_>| -> Vec<Option<usize>> {
+        c.lists
+            .iter()
+            .zip(&c.relevant)
+            .map(|((b, v), rel)| rank_of(&f(b, v), &c.keys, rel))
+            .collect()
+    };
     let bm25 = score_ranks("bm25", &ranks(&|b, _| b.to_vec()));
     let vector = score_ranks("vector", &ranks(&|_, v| v.to_vec()));
     let mut points = Vec::new();
