@@ -17,3 +17,4 @@ pub mod models;
 pub mod paths;
 pub mod rag;
 pub mod server;
+pub mod train;
