@@ -471,9 +471,11 @@ impl Model {
             )
         })?;
         let (b, seq) = ids.dims2()?;
-        let mut x = embed
-            .index_select(&ids.flatten_all()?, 0)?
-            .reshape((b, seq, self.config.hidden_size))?;
+        let mut x = embed.index_select(&ids.flatten_all()?, 0)?.reshape((
+            b,
+            seq,
+            self.config.hidden_size,
+        ))?;
         let mask = if seq > 1 {
             Some(layers::causal_mask(seq, 0, &self.device)?)
         } else {

@@ -210,7 +210,11 @@ mod tests {
         assert_eq!(read_state(&path).unwrap(), state(10));
         prune(dir.path(), 1).unwrap();
         assert_eq!(
-            checkpoints(dir.path()).unwrap().iter().map(|c| c.0).collect::<Vec<_>>(),
+            checkpoints(dir.path())
+                .unwrap()
+                .iter()
+                .map(|c| c.0)
+                .collect::<Vec<_>>(),
             vec![10]
         );
     }

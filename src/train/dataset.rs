@@ -261,9 +261,7 @@ fn parse_messages(v: &Value, line: usize) -> Result<Example, DatasetError> {
                     return Err(DatasetError::InvalidField {
                         line,
                         field: at("role"),
-                        reason: format!(
-                            "expected one of system, user, assistant, found {other:?}"
-                        ),
+                        reason: format!("expected one of system, user, assistant, found {other:?}"),
                     })
                 }
             },
@@ -674,7 +672,11 @@ mod tests {
         want.sort_by(|a, b| a.messages[0].content.cmp(&b.messages[0].content));
         assert_eq!(all, want, "every example lands in exactly one split");
         let (t, e) = split(&numbered(3), 0.01, 1);
-        assert_eq!((t.len(), e.len()), (2, 1), "a positive fraction keeps one for eval");
+        assert_eq!(
+            (t.len(), e.len()),
+            (2, 1),
+            "a positive fraction keeps one for eval"
+        );
         let (t, e) = split(&numbered(1), 0.5, 1);
         assert_eq!((t.len(), e.len()), (1, 0), "train keeps at least one");
     }
@@ -714,7 +716,11 @@ mod tests {
         // Truncation keeps ids and mask aligned.
         let short = tokenize(&ex, &template, &tok, 10, 0).unwrap();
         assert_eq!((short.ids.len(), short.mask.len()), (10, 10));
-        assert_eq!(short.target_tokens(), 0, "the first 10 tokens are the prompt");
+        assert_eq!(
+            short.target_tokens(),
+            0,
+            "the first 10 tokens are the prompt"
+        );
     }
 
     #[test]

@@ -227,7 +227,9 @@ impl LoraWeights {
         let mut shapes: Vec<(String, usize, usize)> = model
             .linears_mut()
             .iter()
-            .filter(|l| parse_layer_name(l.name()).is_some_and(|(_, t)| config.targets.contains(&t)))
+            .filter(|l| {
+                parse_layer_name(l.name()).is_some_and(|(_, t)| config.targets.contains(&t))
+            })
             .map(|l| (l.name().to_string(), l.in_dim(), l.out_dim()))
             .collect();
         shapes.sort();
@@ -262,7 +264,11 @@ impl LoraWeights {
 
     /// Attaches the adapters to `model` under `name` (see [`Model::attach_adapter`]);
     /// the model then reads the live `Var`s, so optimizer steps show up at once.
-    pub fn attach(&self, model: &mut Model, name: &str) -> Result<crate::llm::AdapterId, TrainError> {
+    pub fn attach(
+        &self,
+        model: &mut Model,
+        name: &str,
+    ) -> Result<crate::llm::AdapterId, TrainError> {
         Ok(model.attach_adapter(name, self.adapters()?)?)
     }
 
@@ -296,7 +302,12 @@ impl LoraWeights {
 
     /// Saves the adapters as a PEFT folder (`adapter_model.safetensors` +
     /// `adapter_config.json`), written atomically file by file.
-    pub fn save_peft(&self, dir: &Path, layout: &PeftLayout, base_model: &str) -> Result<(), TrainError> {
+    pub fn save_peft(
+        &self,
+        dir: &Path,
+        layout: &PeftLayout,
+        base_model: &str,
+    ) -> Result<(), TrainError> {
         let adapters = self.adapters()?;
         save_peft(dir, &adapters, &self.config, layout, base_model)
     }
@@ -417,7 +428,11 @@ pub fn save_peft(
         r: config.rank,
         lora_alpha: config.alpha,
         lora_dropout: config.dropout,
-        target_modules: config.targets.iter().map(|t| t.peft().to_string()).collect(),
+        target_modules: config
+            .targets
+            .iter()
+            .map(|t| t.peft().to_string())
+            .collect(),
         base_model_name_or_path: Some(base_model.to_string()),
         bias: "none".into(),
         fan_in_fan_out: false,
@@ -460,7 +475,11 @@ impl PeftAdapter {
 
 /// Reads a PEFT folder (Kura's own or one trained with Hugging Face PEFT on the same
 /// base model) onto `device`.
-pub fn load_peft(dir: &Path, layout: &PeftLayout, device: &Device) -> Result<PeftAdapter, TrainError> {
+pub fn load_peft(
+    dir: &Path,
+    layout: &PeftLayout,
+    device: &Device,
+) -> Result<PeftAdapter, TrainError> {
     let cfg_path = dir.join("adapter_config.json");
     let text = std::fs::read_to_string(&cfg_path).map_err(|e| TrainError::io(&cfg_path, e))?;
     let config: PeftConfig = serde_json::from_str(&text)
@@ -562,7 +581,10 @@ mod tests {
         let hf = permute_rows(&t, 2, true).unwrap();
         assert_ne!(hf.to_vec2::<f32>().unwrap(), t.to_vec2::<f32>().unwrap());
         // Head 0, hd = 6: GGUF rows (0,1),(2,3),(4,5) are pairs → HF rows 0,3 / 1,4 / 2,5.
-        assert_eq!(hf.get(3).unwrap().to_vec1::<f32>().unwrap(), t.get(1).unwrap().to_vec1::<f32>().unwrap());
+        assert_eq!(
+            hf.get(3).unwrap().to_vec1::<f32>().unwrap(),
+            t.get(1).unwrap().to_vec1::<f32>().unwrap()
+        );
         let back = permute_rows(&hf, 2, false).unwrap();
         assert_eq!(back.to_vec2::<f32>().unwrap(), t.to_vec2::<f32>().unwrap());
     }

@@ -30,7 +30,12 @@ pub struct LoraModel {
 
 impl LoraModel {
     /// Dequantizes `base` to `dtype` and attaches fresh adapters (PEFT init from `seed`).
-    pub fn new(base: &Model, config: &LoraConfig, seed: u64, dtype: DType) -> Result<Self, TrainError> {
+    pub fn new(
+        base: &Model,
+        config: &LoraConfig,
+        seed: u64,
+        dtype: DType,
+    ) -> Result<Self, TrainError> {
         let mut model = base.to_training(dtype)?;
         let lora = LoraWeights::init(&mut model, config, seed, dtype)?;
         let adapter = lora.attach(&mut model, ADAPTER)?;

@@ -152,7 +152,11 @@ impl LrSchedule {
 pub fn clip_grad_norm(grads: &mut [Option<Tensor>], max_norm: f64) -> candle_core::Result<f64> {
     let mut total = 0.0f64;
     for g in grads.iter().flatten() {
-        total += g.sqr()?.sum_all()?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+        total += g
+            .sqr()?
+            .sum_all()?
+            .to_dtype(candle_core::DType::F64)?
+            .to_scalar::<f64>()?;
     }
     let norm = total.sqrt();
     if max_norm > 0.0 {

@@ -143,10 +143,14 @@ impl TrainParams {
             ));
         }
         if self.max_seq_len < 2 {
-            return Err(TrainError::Config("train.max_seq_len must be at least 2".into()));
+            return Err(TrainError::Config(
+                "train.max_seq_len must be at least 2".into(),
+            ));
         }
         if !(self.learning_rate > 0.0) {
-            return Err(TrainError::Config("train.learning_rate must be positive".into()));
+            return Err(TrainError::Config(
+                "train.learning_rate must be positive".into(),
+            ));
         }
         Ok(())
     }
@@ -478,15 +482,27 @@ impl Trainer {
             .flatten()
             .map(|&i| self.train[i].target_tokens())
             .sum();
-        let tokens: usize = micro.iter().flatten().map(|&i| self.train[i].ids.len()).sum();
-        let vars: Vec<candle_core::Var> =
-            self.lora.lora().vars().into_iter().map(|(_, v)| v.clone()).collect();
+        let tokens: usize = micro
+            .iter()
+            .flatten()
+            .map(|&i| self.train[i].ids.len())
+            .sum();
+        let vars: Vec<candle_core::Var> = self
+            .lora
+            .lora()
+            .vars()
+            .into_iter()
+            .map(|(_, v)| v.clone())
+            .collect();
         let mut grads: Vec<Option<Tensor>> = vec![None; vars.len()];
         let mut loss = 0.0f64;
         for (m, batch) in micro.iter().enumerate() {
             let refs: Vec<&TokenizedExample> = batch.iter().map(|&i| &self.train[i]).collect();
             let dropout = (self.run.job.lora.dropout > 0.0).then(|| {
-                LoraDropout::new(self.run.job.lora.dropout, mix(self.state.seed, step, m as u64))
+                LoraDropout::new(
+                    self.run.job.lora.dropout,
+                    mix(self.state.seed, step, m as u64),
+                )
             });
             let (nll, _) = self.lora.nll(&refs, true, dropout.as_ref())?;
             let scaled = (nll / total_targets as f64)?;
@@ -511,14 +527,20 @@ impl Trainer {
 
         let done = self.state.step >= self.state.schedule.total_steps;
         let mut eval_loss = None;
-        if !self.eval.is_empty() && (done || (p.eval_every > 0 && self.state.step % p.eval_every == 0)) {
+        if !self.eval.is_empty()
+            && (done || (p.eval_every > 0 && self.state.step % p.eval_every == 0))
+        {
             eval_loss = self.evaluate()?;
             if let Some(l) = eval_loss {
                 self.state.eval_losses.push((self.state.step, l));
             }
         }
         self.state.elapsed_s += started.elapsed().as_secs_f64();
-        let remaining = self.state.schedule.total_steps.saturating_sub(self.state.step);
+        let remaining = self
+            .state
+            .schedule
+            .total_steps
+            .saturating_sub(self.state.step);
         let remaining_evals = if self.eval.is_empty() {
             0
         } else if p.eval_every > 0 {
@@ -622,7 +644,8 @@ impl Trainer {
 
 /// Per-(seed, step, micro-batch) generator seed for dropout masks.
 fn mix(seed: u64, step: u64, micro: u64) -> u64 {
-    let mut g = SplitMix64::new(seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ micro.rotate_left(32));
+    let mut g =
+        SplitMix64::new(seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ micro.rotate_left(32));
     g.next_u64()
 }
 
@@ -650,9 +673,7 @@ fn truncate_metrics(path: &Path, step: u64) -> Result<(), TrainError> {
     };
     let kept: Vec<&str> = text
         .lines()
-        .filter(|l| {
-            serde_json::from_str::<StepReport>(l).is_ok_and(|r| r.step <= step)
-        })
+        .filter(|l| serde_json::from_str::<StepReport>(l).is_ok_and(|r| r.step <= step))
         .collect();
     let mut out = kept.join("\n");
     if !out.is_empty() {
