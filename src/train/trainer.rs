@@ -101,6 +101,9 @@ pub struct TrainParams {
     pub eval_every: u64,
     /// Compute type: `f32` (CPU default) or `f64`.
     pub dtype: String,
+    /// Share of a JSONL `dataset` held out for evaluation (imported datasets keep
+    /// the split they were imported with).
+    pub eval_fraction: f64,
 }
 
 impl Default for TrainParams {
@@ -120,6 +123,7 @@ impl Default for TrainParams {
             keep_checkpoints: 2,
             eval_every: 0,
             dtype: "f32".into(),
+            eval_fraction: 0.1,
         }
     }
 }
@@ -561,10 +565,20 @@ impl Trainer {
             eval_loss,
             checkpoint: None,
         };
-        if done || (p.checkpoint_every > 0 && self.state.step % p.checkpoint_every == 0) {
-            report.checkpoint = Some(self.checkpoint()?);
+        // The log line goes to disk (fsynced) before the checkpoint is committed: a
+        // checkpoint never exists without the log of the steps it covers.
+        let due = done || (p.checkpoint_every > 0 && self.state.step % p.checkpoint_every == 0);
+        if due {
+            report.checkpoint = Some(
+                self.run
+                    .checkpoints_dir()
+                    .join(checkpoint::checkpoint_name(self.state.step)),
+            );
         }
-        append_metrics(&self.run.metrics_path(), &report)?;
+        append_metrics(&self.run.metrics_path(), &report, due)?;
+        if due {
+            self.checkpoint()?;
+        }
         Ok(report)
     }
 
@@ -655,14 +669,18 @@ fn read_base_eval(dir: &Path) -> Option<f64> {
     v.get("base_eval_loss")?.as_f64()
 }
 
-fn append_metrics(path: &Path, report: &StepReport) -> Result<(), TrainError> {
+fn append_metrics(path: &Path, report: &StepReport, sync: bool) -> Result<(), TrainError> {
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(path)
         .map_err(|e| TrainError::io(path, e))?;
     let line = serde_json::to_string(report).expect("serialisable");
-    writeln!(f, "{line}").map_err(|e| TrainError::io(path, e))
+    writeln!(f, "{line}").map_err(|e| TrainError::io(path, e))?;
+    if sync {
+        f.sync_data().map_err(|e| TrainError::io(path, e))?;
+    }
+    Ok(())
 }
 
 /// Keeps only the log lines of steps up to `step` (the ones a resumed run will not
