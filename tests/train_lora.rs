@@ -75,7 +75,7 @@ fn every_lora_parameter_gets_the_finite_difference_gradient() {
     };
     let model = LoraModel::new(&llm.model, &config, 3, DType::F64).unwrap();
     let mut rng = SplitMix64::new(11);
-    for (_, pair) in &model.lora().layers {
+    for pair in model.lora().layers.values() {
         let b = pair.b.as_tensor();
         let vals: Vec<f64> = (0..b.elem_count())
             .map(|_| (rng.next_f64() * 2.0 - 1.0) * 0.1)
@@ -338,7 +338,7 @@ fn peft_adapter_round_trips_onto_the_served_model() {
     };
     let model = LoraModel::new(&llm.model, &config, 9, DType::F32).unwrap();
     let mut rng = SplitMix64::new(2);
-    for (_, pair) in &model.lora().layers {
+    for pair in model.lora().layers.values() {
         let b = pair.b.as_tensor();
         let vals: Vec<f32> = (0..b.elem_count())
             .map(|_| ((rng.next_f64() * 2.0 - 1.0) * 0.2) as f32)

@@ -151,7 +151,7 @@ impl TrainParams {
                 "train.max_seq_len must be at least 2".into(),
             ));
         }
-        if !(self.learning_rate > 0.0) {
+        if self.learning_rate.is_nan() || self.learning_rate <= 0.0 {
             return Err(TrainError::Config(
                 "train.learning_rate must be positive".into(),
             ));
@@ -532,7 +532,7 @@ impl Trainer {
         let done = self.state.step >= self.state.schedule.total_steps;
         let mut eval_loss = None;
         if !self.eval.is_empty()
-            && (done || (p.eval_every > 0 && self.state.step % p.eval_every == 0))
+            && (done || (p.eval_every > 0 && self.state.step.is_multiple_of(p.eval_every)))
         {
             eval_loss = self.evaluate()?;
             if let Some(l) = eval_loss {
@@ -547,10 +547,11 @@ impl Trainer {
             .saturating_sub(self.state.step);
         let remaining_evals = if self.eval.is_empty() {
             0
-        } else if p.eval_every > 0 {
-            remaining / p.eval_every + u64::from(remaining % p.eval_every != 0)
         } else {
-            u64::from(remaining > 0)
+            match remaining.checked_div(p.eval_every) {
+                Some(n) => n + u64::from(!remaining.is_multiple_of(p.eval_every)),
+                None => u64::from(remaining > 0),
+            }
         };
         let mut report = StepReport {
             step: self.state.step,
@@ -567,7 +568,8 @@ impl Trainer {
         };
         // The log line goes to disk (fsynced) before the checkpoint is committed: a
         // checkpoint never exists without the log of the steps it covers.
-        let due = done || (p.checkpoint_every > 0 && self.state.step % p.checkpoint_every == 0);
+        let due =
+            done || (p.checkpoint_every > 0 && self.state.step.is_multiple_of(p.checkpoint_every));
         if due {
             report.checkpoint = Some(
                 self.run
