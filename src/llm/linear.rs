@@ -27,7 +27,7 @@
 
 use super::error::{LlmError, Result};
 use candle_core::quantized::{QMatMul, QTensor};
-use candle_core::{DType, Module, Tensor};
+use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Module, Shape, Tensor};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::cell::RefCell;
@@ -72,6 +72,56 @@ impl LoraDropout {
             .collect();
         let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
         Ok((x * mask)?)
+    }
+}
+
+/// `x · Wᵀ` for a frozen `W` whose backward pass computes only the input's gradient.
+///
+/// candle's `matmul` backward computes the gradient of *both* operands, frozen or not:
+/// in a LoRA step that is a weight-sized tensor for every projection (the whole
+/// model's size again, plus the zeros it is added to), which multiplied peak memory
+/// several times on the 0.5B model and added one large matmul per layer. This op runs
+/// the forward with the same kernel and returns only `∂L/∂x = ∂L/∂y · W`.
+struct FrozenMatmul {
+    w: Tensor,
+}
+
+impl CustomOp1 for FrozenMatmul {
+    fn name(&self) -> &'static str {
+        "kura-frozen-matmul"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("frozen matmul: the input must be contiguous");
+        };
+        let x = match storage {
+            CpuStorage::F32(v) => Tensor::from_slice(&v[start..end], layout.shape(), &Device::Cpu)?,
+            CpuStorage::F64(v) => Tensor::from_slice(&v[start..end], layout.shape(), &Device::Cpu)?,
+            _ => candle_core::bail!("frozen matmul: only f32 and f64 inputs"),
+        };
+        let y = x.matmul(&self.w.t()?)?;
+        let shape = y.shape().clone();
+        let (st, l) = y.storage_and_layout();
+        match (&*st, l.contiguous_offsets()) {
+            (candle_core::Storage::Cpu(out), Some((0, n))) if n == shape.elem_count() => {
+                Ok((out.clone(), shape))
+            }
+            _ => candle_core::bail!("frozen matmul: unexpected output layout"),
+        }
+    }
+
+    fn bwd(
+        &self,
+        _arg: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(grad_res.matmul(&self.w)?))
     }
 }
 
@@ -267,7 +317,14 @@ impl Linear {
         let dims = x.dims().to_vec();
         let rows: usize = dims[..dims.len() - 1].iter().product();
         let x2 = x.reshape((rows, self.in_dim))?;
-        let mut y = x2.matmul(&w.t()?)?;
+        let cpu_float = matches!(w.dtype(), DType::F32 | DType::F64);
+        let mut y = if x2.device().is_cpu() && cpu_float && x2.dtype() == w.dtype() {
+            x2.contiguous()?.apply_op1(FrozenMatmul { w: w.clone() })?
+        } else {
+            // Other devices: the plain matmul (correct gradients; it also computes
+            // the unused weight gradient).
+            x2.matmul(&w.t()?)?
+        };
         if let Some(b) = &self.bias {
             y = y.broadcast_add(b)?;
         }

@@ -77,14 +77,17 @@ impl AdamW {
         let bc1 = 1.0 - p.beta1.powi(t);
         let bc2 = 1.0 - p.beta2.powi(t);
         for (i, (_, var)) in self.vars.iter().enumerate() {
-            let Some(g) = &grads[i] else { continue };
-            let m = ((&self.m[i] * p.beta1)? + (g * (1.0 - p.beta1))?)?;
+            // Detached: the moments must never hold on to a step's autograd graph.
+            let Some(g) = grads[i].as_ref().map(Tensor::detach) else {
+                continue;
+            };
+            let m = ((&self.m[i] * p.beta1)? + (&g * (1.0 - p.beta1))?)?;
             let v = ((&self.v[i] * p.beta2)? + (g.sqr()? * (1.0 - p.beta2))?)?;
-            let theta = var.as_tensor();
-            let decayed = (theta * (1.0 - lr * p.weight_decay))?;
+            let theta = var.as_tensor().detach();
+            let decayed = (&theta * (1.0 - lr * p.weight_decay))?;
             let denom = ((&v / bc2)?.sqrt()? + p.eps)?;
             let update = ((&m / bc1)? / denom)?;
-            var.set(&(decayed - (update * lr)?)?)?;
+            var.set(&(decayed - (update * lr)?)?.detach())?;
             self.m[i] = m;
             self.v[i] = v;
         }

@@ -513,10 +513,13 @@ impl Trainer {
             loss += scaled.to_dtype(DType::F64)?.to_scalar::<f64>()?;
             let g = scaled.backward()?;
             for (slot, var) in grads.iter_mut().zip(&vars) {
-                if let Some(gv) = g.get(var.as_tensor()) {
+                // candle leaves a variable's gradient attached to the graph of the
+                // forward pass: detach it, or every step's activations would live on
+                // in the optimizer's moments.
+                if let Some(gv) = g.get(var.as_tensor()).map(Tensor::detach) {
                     *slot = Some(match slot.take() {
                         Some(acc) => (acc + gv)?,
-                        None => gv.clone(),
+                        None => gv,
                     });
                 }
             }
