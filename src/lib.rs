@@ -12,6 +12,7 @@ pub mod embed;
 pub mod eval;
 pub mod index;
 pub mod ingest;
+pub mod jobs;
 pub mod llm;
 pub mod models;
 pub mod paths;
