@@ -15,6 +15,7 @@ use crate::paths::Paths;
 mod ask;
 mod dict;
 mod docs;
+mod jobs;
 mod llm;
 mod models;
 mod serve;
@@ -79,9 +80,12 @@ pub enum Command {
     /// Training data for LoRA fine-tuning: import (validate + split), list.
     #[command(subcommand)]
     Dataset(train::DatasetCommand),
-    /// LoRA fine-tuning of the chat model: run a job, resume a stopped one.
+    /// LoRA fine-tuning of the chat model: run a job, resume a stopped one, queue one.
     #[command(subcommand)]
     Train(train::TrainCommand),
+    /// The training-job queue: list, show, logs, cancel, resume, run.
+    #[command(subcommand)]
+    Jobs(jobs::JobsCommand),
 }
 
 /// `kura eval …`
@@ -219,6 +223,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Serve(args) => serve::serve_cmd(args, &paths, cli.json),
         Command::Dataset(cmd) => train::dataset_cmd(cmd, &paths, cli.json),
         Command::Train(cmd) => train::train_cmd(cmd, &paths, cli.json),
+        Command::Jobs(cmd) => jobs::jobs_cmd(cmd, &paths, cli.json),
         Command::Bench(BenchCommand::Generate(args)) => {
             llm::bench_generate_cmd(args, &paths, cli.json)
         }

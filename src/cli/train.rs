@@ -47,6 +47,21 @@ pub enum TrainCommand {
     Run(TrainRunArgs),
     /// Continue a stopped or killed job from its last checkpoint.
     Resume(TrainResumeArgs),
+    /// Queue a job for `kura jobs run` (optionally not before a time of day).
+    Submit(TrainSubmitArgs),
+}
+
+/// `kura train submit`
+#[derive(Debug, Args)]
+pub struct TrainSubmitArgs {
+    /// The job file (`job.toml`).
+    pub job: PathBuf,
+    /// Start no earlier than this local time of day (`HH:MM`, e.g. 22:00).
+    #[arg(long)]
+    pub at: Option<String>,
+    /// The job's folder (default: `<data>/jobs/<name>`).
+    #[arg(long)]
+    pub output: Option<PathBuf>,
 }
 
 /// `kura train run`
@@ -143,35 +158,45 @@ fn resolve_model(paths: &Paths, model: &str) -> Result<RunInfo> {
 pub(super) fn train_cmd(cmd: TrainCommand, paths: &Paths, json_out: bool) -> Result<ExitCode> {
     match cmd {
         TrainCommand::Run(args) => {
-            let job = TrainJob::from_file(&args.job)?;
-            let info = resolve_model(paths, &job.model)?;
-            let (train, eval) = if Path::new(&job.dataset).is_file() {
-                let examples = dataset::read_jsonl(Path::new(&job.dataset))?;
-                dataset::split(&examples, job.train.eval_fraction, job.train.seed)
-            } else {
-                DatasetStore::new(paths.datasets_dir()).load(&job.dataset)?
-            };
-            let dir = args
-                .output
-                .unwrap_or_else(|| paths.jobs_dir().join(&job.name));
-            let run = TrainRun::create(&dir, &job, info, &train, &eval)?;
-            if !json_out {
-                eprintln!(
-                    "job `{}`: {} train / {} eval examples, folder {}",
-                    job.name,
-                    train.len(),
-                    eval.len(),
-                    dir.display()
-                );
-            }
+            let run = prepare_run(&args.job, args.output, paths, json_out)?;
             drive(run, args.device, paths, json_out)
         }
+        TrainCommand::Submit(args) => super::jobs::submit_cmd(args, paths, json_out),
         TrainCommand::Resume(args) => {
             let run = TrainRun::open(&args.dir)
                 .with_context(|| format!("opening the job folder {}", args.dir.display()))?;
             drive(run, args.device, paths, json_out)
         }
     }
+}
+
+/// Validates a job file, resolves its model and data, and creates its folder.
+pub(super) fn prepare_run(
+    job_file: &Path,
+    output: Option<PathBuf>,
+    paths: &Paths,
+    json_out: bool,
+) -> Result<TrainRun> {
+    let job = TrainJob::from_file(job_file)?;
+    let info = resolve_model(paths, &job.model)?;
+    let (train, eval) = if Path::new(&job.dataset).is_file() {
+        let examples = dataset::read_jsonl(Path::new(&job.dataset))?;
+        dataset::split(&examples, job.train.eval_fraction, job.train.seed)
+    } else {
+        DatasetStore::new(paths.datasets_dir()).load(&job.dataset)?
+    };
+    let dir = output.unwrap_or_else(|| paths.jobs_dir().join(&job.name));
+    let run = TrainRun::create(&dir, &job, info, &train, &eval)?;
+    if !json_out {
+        eprintln!(
+            "job `{}`: {} train / {} eval examples, folder {}",
+            job.name,
+            train.len(),
+            eval.len(),
+            dir.display()
+        );
+    }
+    Ok(run)
 }
 
 fn drive(run: TrainRun, device: DeviceChoice, paths: &Paths, json_out: bool) -> Result<ExitCode> {
@@ -206,7 +231,7 @@ fn drive(run: TrainRun, device: DeviceChoice, paths: &Paths, json_out: bool) -> 
     finish(&outcome, &dir, &name, paths, json_out)
 }
 
-fn progress_line(r: &StepReport) -> String {
+pub(super) fn progress_line(r: &StepReport) -> String {
     let mut line = format!(
         "step {:>5}/{:<5} loss {:.4}  lr {:.2e}  {:>7.1} tok/s  ETA {}",
         r.step,
@@ -225,7 +250,7 @@ fn progress_line(r: &StepReport) -> String {
     line
 }
 
-fn duration(s: f64) -> String {
+pub(super) fn duration(s: f64) -> String {
     let s = s.max(0.0).round() as u64;
     if s >= 3600 {
         format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
@@ -253,15 +278,7 @@ fn finish(
         }
         return Ok(ExitCode::SUCCESS);
     }
-    // The finished adapter is also published under its name for `--adapter NAME`.
-    let published = paths.adapters_dir().join(name);
-    if let Some(src) = &outcome.adapter {
-        std::fs::create_dir_all(&published)?;
-        for f in ["adapter_model.safetensors", "adapter_config.json"] {
-            std::fs::copy(src.join(f), published.join(f))
-                .with_context(|| format!("publishing the adapter to {}", published.display()))?;
-        }
-    }
+    let published = publish_adapter(outcome, name, paths)?;
     if json_out {
         print_json(&json!({
             "finished": true,
@@ -289,6 +306,23 @@ fn finish(
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Copies a finished job's adapter to `<data>/adapters/NAME/` (for `--adapter NAME`).
+pub(super) fn publish_adapter(
+    outcome: &TrainOutcome,
+    name: &str,
+    paths: &Paths,
+) -> Result<PathBuf> {
+    let published = paths.adapters_dir().join(name);
+    if let Some(src) = &outcome.adapter {
+        std::fs::create_dir_all(&published)?;
+        for f in ["adapter_model.safetensors", "adapter_config.json"] {
+            std::fs::copy(src.join(f), published.join(f))
+                .with_context(|| format!("publishing the adapter to {}", published.display()))?;
+        }
+    }
+    Ok(published)
 }
 
 /// Attaches the PEFT adapter `spec` (a folder, or a name under `<data>/adapters/`)
