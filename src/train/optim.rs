@@ -224,6 +224,25 @@ mod tests {
         assert_eq!(opt.step_count(), 2);
     }
 
+    /// candle leaves a variable's gradient attached to the forward graph; moments
+    /// built from it must not keep that graph (it would keep every step's activations
+    /// alive: RSS grew by 1.5 GB per step on the 0.5B before this).
+    #[test]
+    fn optimizer_state_never_holds_an_autograd_graph() {
+        let var = Var::from_tensor(&Tensor::new(&[1.0f32, 2.0], &Device::Cpu).unwrap()).unwrap();
+        let mut opt = AdamW::new(vec![("w".into(), var.clone())], AdamWParams::default()).unwrap();
+        let g = (var.as_tensor() * 2.0).unwrap();
+        assert!(
+            g.track_op(),
+            "a gradient with history, as candle returns them"
+        );
+        opt.step(&[Some(g)], 0.1).unwrap();
+        for (name, t) in opt.state() {
+            assert!(!t.track_op(), "{name} keeps a graph");
+        }
+        assert!(var.as_tensor().is_variable());
+    }
+
     #[test]
     fn clipping_bounds_the_global_norm() {
         let d = Device::Cpu;
