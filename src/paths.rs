@@ -57,6 +57,11 @@ impl Paths {
         self.data_dir.join("adapters")
     }
 
+    /// The folder of imported training datasets.
+    pub fn datasets_dir(&self) -> PathBuf {
+        self.data_dir.join("datasets")
+    }
+
     /// The folder of training jobs (checkpoints, logs, reports).
     pub fn jobs_dir(&self) -> PathBuf {
         self.data_dir.join("jobs")

@@ -92,6 +92,10 @@ pub struct GenerateArgs {
     /// Model and sampling options.
     #[command(flatten)]
     pub model: ModelArgs,
+    /// A LoRA adapter to apply: a PEFT folder or the name of a trained one
+    /// (`<data>/adapters/NAME`, see `kura train run`).
+    #[arg(long)]
+    pub adapter: Option<String>,
 }
 
 /// Loads a verified chat model onto `device`.
@@ -135,9 +139,14 @@ fn messages(system: &Option<String>, history: &[ChatMessage]) -> Vec<ChatMessage
 }
 
 pub(super) fn generate_cmd(args: GenerateArgs, paths: &Paths, json_out: bool) -> Result<ExitCode> {
-    let llm = load_llm(paths, args.model.model.as_deref(), args.model.device)?;
+    let mut llm = load_llm(paths, args.model.model.as_deref(), args.model.device)?;
+    let adapter = match &args.adapter {
+        Some(spec) => Some(super::train::attach_adapter(&mut llm.model, spec, paths)?),
+        None => None,
+    };
     let cancel = cancel_on_ctrl_c();
     let mut session = llm.model.new_session();
+    session.set_adapters(adapter.into_iter().collect());
     let msgs = messages(
         &args.model.system,
         &[ChatMessage::user(args.prompt.clone())],

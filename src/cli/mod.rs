@@ -15,9 +15,11 @@ use crate::paths::Paths;
 mod ask;
 mod dict;
 mod docs;
+mod jobs;
 mod llm;
 mod models;
 mod serve;
+mod train;
 
 /// Kura (蔵): private AI over your company's documents, on this machine only.
 #[derive(Debug, Parser)]
@@ -75,6 +77,15 @@ pub enum Command {
     Bench(BenchCommand),
     /// Serve the OpenAI-compatible HTTP API (chat, embeddings) on this machine.
     Serve(serve::ServeArgs),
+    /// Training data for LoRA fine-tuning: import (validate + split), list.
+    #[command(subcommand)]
+    Dataset(train::DatasetCommand),
+    /// LoRA fine-tuning of the chat model: run a job, resume a stopped one, queue one.
+    #[command(subcommand)]
+    Train(train::TrainCommand),
+    /// The training-job queue: list, show, logs, cancel, resume, run.
+    #[command(subcommand)]
+    Jobs(jobs::JobsCommand),
 }
 
 /// `kura eval …`
@@ -210,6 +221,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             docs::bench_ingest_cmd(args, &paths, cli.json)
         }
         Command::Serve(args) => serve::serve_cmd(args, &paths, cli.json),
+        Command::Dataset(cmd) => train::dataset_cmd(cmd, &paths, cli.json),
+        Command::Train(cmd) => train::train_cmd(cmd, &paths, cli.json),
+        Command::Jobs(cmd) => jobs::jobs_cmd(cmd, &paths, cli.json),
         Command::Bench(BenchCommand::Generate(args)) => {
             llm::bench_generate_cmd(args, &paths, cli.json)
         }

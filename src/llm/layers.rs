@@ -4,9 +4,15 @@
 //! Each architecture file (`qwen2.rs`, `llama.rs`) wires these together in its own
 //! `forward`, so a reader can still follow one model in one file; only the pieces that
 //! are identical across families live here.
+//!
+//! Each piece has a fused form for inference and a *differentiable* form for the LoRA
+//! trainer (`*_differentiable`, [`attention_differentiable`]). candle-nn's fused
+//! `rms_norm`, `softmax_last_dim` and `rope`/`rope_i` kernels have no backward pass and
+//! silently cut the autograd graph; the differentiable forms are written with basic
+//! tensor ops (square, sum, sqrt, exp, max, narrow, cat, mul) that all have gradients.
 
 use super::error::Result;
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, Tensor, D};
 
 /// Root-mean-square layer norm with a learned scale.
 #[derive(Debug, Clone)]
@@ -24,6 +30,23 @@ impl RmsNorm {
     /// Normalizes over the last dimension (fused kernel; inference only).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(candle_nn::ops::rms_norm(x, &self.weight, self.eps)?)
+    }
+
+    /// The same normalization from basic ops, so gradients flow through it:
+    /// `x / sqrt(mean(x²) + eps) · weight`.
+    pub fn forward_differentiable(&self, x: &Tensor) -> Result<Tensor> {
+        let hidden = x.dim(D::Minus1)?;
+        let mean_sq = (x.sqr()?.sum_keepdim(D::Minus1)? / hidden as f64)?;
+        let normed = x.broadcast_div(&(mean_sq + self.eps as f64)?.sqrt()?)?;
+        Ok(normed.broadcast_mul(&self.weight)?)
+    }
+
+    /// A copy with the weight in `dtype`.
+    pub fn to_dtype(&self, dtype: DType) -> Result<Self> {
+        Ok(Self {
+            weight: self.weight.to_dtype(dtype)?,
+            eps: self.eps,
+        })
     }
 }
 
@@ -89,6 +112,36 @@ impl Rotary {
         Ok(match self.style {
             RopeStyle::Neox => candle_nn::rotary_emb::rope(&x, &cos, &sin)?,
             RopeStyle::Interleaved => candle_nn::rotary_emb::rope_i(&x, &cos, &sin)?,
+        })
+    }
+
+    /// The same rotation from basic ops (differentiable), for positions `0..seq`.
+    pub fn apply_differentiable(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, heads, seq, d) = x.dims4()?;
+        let half = d / 2;
+        let cos = self.cos.narrow(0, 0, seq)?.to_dtype(x.dtype())?;
+        let sin = self.sin.narrow(0, 0, seq)?.to_dtype(x.dtype())?;
+        Ok(match self.style {
+            RopeStyle::Neox => {
+                // Dimension i pairs with i + d/2: rotate the two halves.
+                let cos = Tensor::cat(&[&cos, &cos], D::Minus1)?.reshape((1, 1, seq, d))?;
+                let sin = Tensor::cat(&[&sin, &sin], D::Minus1)?.reshape((1, 1, seq, d))?;
+                let x1 = x.narrow(D::Minus1, 0, half)?;
+                let x2 = x.narrow(D::Minus1, half, half)?;
+                let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
+                (x.broadcast_mul(&cos)? + rotated.broadcast_mul(&sin)?)?
+            }
+            RopeStyle::Interleaved => {
+                // Dimension 2i pairs with 2i + 1.
+                let cos = cos.reshape((1, 1, seq, half, 1))?;
+                let sin = sin.reshape((1, 1, seq, half, 1))?;
+                let x = x.reshape((b, heads, seq, half, 2))?;
+                let x0 = x.narrow(D::Minus1, 0, 1)?;
+                let x1 = x.narrow(D::Minus1, 1, 1)?;
+                let y0 = (x0.broadcast_mul(&cos)? - x1.broadcast_mul(&sin)?)?;
+                let y1 = (x0.broadcast_mul(&sin)? + x1.broadcast_mul(&cos)?)?;
+                Tensor::cat(&[&y0, &y1], D::Minus1)?.reshape((b, heads, seq, d))?
+            }
         })
     }
 }
@@ -225,6 +278,38 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> R
         .transpose(1, 2)?
         .reshape((b, seq, heads * d))?;
     Ok(y)
+}
+
+/// [`attention`] from basic ops, for training: the softmax is `exp(x - max) / Σ`,
+/// which has a backward pass (candle's fused `softmax_last_dim` has none).
+/// `q: [b, heads, seq, d]`, `k`, `v: [b, kv_heads, seq, d]`, `mask: [seq, seq]`
+/// additive. Returns `[b, seq, heads * d]`.
+pub fn attention_differentiable(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: Option<&Tensor>,
+) -> Result<Tensor> {
+    let (b, heads, seq, d) = q.dims4()?;
+    let kv_heads = k.dims()[1];
+    let kv_len = k.dims()[2];
+    let rep = heads / kv_heads;
+    let q = q.contiguous()?.reshape((b, kv_heads, rep * seq, d))?;
+    let att = (q.matmul(&k.t()?.contiguous()?)? / (d as f64).sqrt())?;
+    let att = match mask {
+        None => att,
+        Some(mask) => att
+            .reshape((b, kv_heads, rep, seq, kv_len))?
+            .broadcast_add(&mask.to_dtype(att.dtype())?)?
+            .reshape((b, kv_heads, rep * seq, kv_len))?,
+    };
+    let max = att.max_keepdim(D::Minus1)?;
+    let e = att.broadcast_sub(&max)?.exp()?;
+    let att = e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?;
+    let y = att.matmul(&v.contiguous()?)?;
+    Ok(y.reshape((b, heads, seq, d))?
+        .transpose(1, 2)?
+        .reshape((b, seq, heads * d))?)
 }
 
 /// SwiGLU feed-forward activation: `silu(gate) * up`.

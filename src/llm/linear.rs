@@ -16,12 +16,114 @@
 //!
 //! The LoRA trainer builds adapters from `candle_core::Var`s
 //! (`LoraAdapter::new(a.as_tensor().clone(), b.as_tensor().clone(), alpha)`); the
-//! gradient flows through `A` and `B` while the quantized base has none.
+//! gradient flows through `A` and `B` while the base weight stays frozen.
+//!
+//! Training needs one more thing: the gradient must also flow *through* the frozen
+//! base weight to the layers below, and candle's quantized matmul
+//! (`QMatMul::QTensor`) is a custom op without a backward pass — it silently cuts the
+//! graph. [`Linear::to_dense`] therefore dequantizes the weight (QLoRA: the very
+//! weights the engine serves, in f32/f64/bf16) and [`Linear::forward_train`] runs a
+//! plain, differentiable matmul, with the optional [`LoraDropout`] on the adapter path.
 
 use super::error::{LlmError, Result};
 use candle_core::quantized::{QMatMul, QTensor};
-use candle_core::{Module, Tensor};
+use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Module, Shape, Tensor};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::cell::RefCell;
 use std::sync::Arc;
+
+/// LoRA dropout for training: every call of [`LoraDropout::apply`] zeroes each input
+/// feature of the adapter path with probability `p` (scaling the rest by `1/(1-p)`),
+/// as PEFT does (`B(A(dropout(x)))`). The masks come from a seeded generator, so a
+/// training step is reproducible — which is what lets a resumed job repeat the loss
+/// curve of an uninterrupted one.
+#[derive(Debug)]
+pub struct LoraDropout {
+    p: f64,
+    rng: RefCell<StdRng>,
+}
+
+impl LoraDropout {
+    /// Dropout with probability `p` (0 ≤ p < 1) and masks drawn from `seed`.
+    pub fn new(p: f64, seed: u64) -> Self {
+        Self {
+            p,
+            rng: RefCell::new(StdRng::seed_from_u64(seed)),
+        }
+    }
+
+    /// `x` with a fresh random mask applied.
+    pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
+        if self.p <= 0.0 {
+            return Ok(x.clone());
+        }
+        let keep = 1.0 - self.p;
+        let n = x.elem_count();
+        let mut rng = self.rng.borrow_mut();
+        let mask: Vec<f32> = (0..n)
+            .map(|_| {
+                if rng.random::<f64>() < keep {
+                    (1.0 / keep) as f32
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
+        Ok((x * mask)?)
+    }
+}
+
+/// `x · Wᵀ` for a frozen `W` whose backward pass computes only the input's gradient.
+///
+/// candle's `matmul` backward computes the gradient of *both* operands, frozen or not:
+/// in a LoRA step that is a weight-sized tensor for every projection (the whole
+/// model's size again, plus the zeros it is added to), which multiplied peak memory
+/// several times on the 0.5B model and added one large matmul per layer. This op runs
+/// the forward with the same kernel and returns only `∂L/∂x = ∂L/∂y · W`.
+struct FrozenMatmul {
+    w: Tensor,
+}
+
+impl CustomOp1 for FrozenMatmul {
+    fn name(&self) -> &'static str {
+        "kura-frozen-matmul"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("frozen matmul: the input must be contiguous");
+        };
+        let x = match storage {
+            CpuStorage::F32(v) => Tensor::from_slice(&v[start..end], layout.shape(), &Device::Cpu)?,
+            CpuStorage::F64(v) => Tensor::from_slice(&v[start..end], layout.shape(), &Device::Cpu)?,
+            _ => candle_core::bail!("frozen matmul: only f32 and f64 inputs"),
+        };
+        let y = x.matmul(&self.w.t()?)?;
+        let shape = y.shape().clone();
+        let (st, l) = y.storage_and_layout();
+        match (&*st, l.contiguous_offsets()) {
+            (candle_core::Storage::Cpu(out), Some((0, n))) if n == shape.elem_count() => {
+                Ok((out.clone(), shape))
+            }
+            _ => candle_core::bail!("frozen matmul: unexpected output layout"),
+        }
+    }
+
+    fn bwd(
+        &self,
+        _arg: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(grad_res.matmul(&self.w)?))
+    }
+}
 
 /// Identifies an attached LoRA adapter (see [`crate::llm::Model::attach_adapter`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -156,6 +258,89 @@ impl Linear {
     /// Removes the adapter `id`, if attached.
     pub fn detach(&mut self, id: AdapterId) {
         self.adapters.retain(|(i, _)| *i != id);
+    }
+
+    /// A copy whose weight is dequantized to `dtype` (bias too), for training: its
+    /// [`Linear::forward_train`] is differentiable with respect to the input. Adapters
+    /// are not copied.
+    pub fn to_dense(&self, dtype: DType) -> Result<Self> {
+        let w = match &self.weight {
+            QMatMul::Tensor(w) | QMatMul::TensorF16(w) => w.clone(),
+            QMatMul::QTensor(q) => q.dequantize(&q.device())?,
+        };
+        self.with_dense_weight(w.to_dtype(dtype)?)
+    }
+
+    /// A copy that uses `weight` (`[out, in]`, already dequantized) as its dense
+    /// weight: lets a tied output projection share the embedding table's memory.
+    pub fn with_dense_weight(&self, weight: Tensor) -> Result<Self> {
+        let dtype = weight.dtype();
+        let bias = match &self.bias {
+            Some(b) => Some(b.to_dtype(dtype)?),
+            None => None,
+        };
+        Ok(Self {
+            name: self.name.clone(),
+            weight: QMatMul::Tensor(weight),
+            qweight: self.qweight.clone(),
+            bias,
+            in_dim: self.in_dim,
+            out_dim: self.out_dim,
+            adapters: Vec::new(),
+        })
+    }
+
+    /// The dense weight `[out, in]` of a layer made by [`Linear::to_dense`].
+    pub fn dense_weight(&self) -> Option<&Tensor> {
+        match &self.weight {
+            QMatMul::Tensor(w) => Some(w),
+            _ => None,
+        }
+    }
+
+    /// The training forward: like [`Linear::forward`] but differentiable end to end
+    /// (the layer must come from [`Linear::to_dense`]), with `dropout` applied to the
+    /// input of every active adapter.
+    pub fn forward_train(
+        &self,
+        x: &Tensor,
+        active: &[AdapterId],
+        dropout: Option<&LoraDropout>,
+    ) -> Result<Tensor> {
+        let w = self.dense_weight().ok_or_else(|| {
+            LlmError::InvalidArgument(format!(
+                "{}: the training forward needs a dense weight (Linear::to_dense); \
+                 the quantized matmul has no backward pass",
+                self.name
+            ))
+        })?;
+        let dims = x.dims().to_vec();
+        let rows: usize = dims[..dims.len() - 1].iter().product();
+        let x2 = x.reshape((rows, self.in_dim))?;
+        let cpu_float = matches!(w.dtype(), DType::F32 | DType::F64);
+        let mut y = if x2.device().is_cpu() && cpu_float && x2.dtype() == w.dtype() {
+            x2.contiguous()?.apply_op1(FrozenMatmul { w: w.clone() })?
+        } else {
+            // Other devices: the plain matmul (correct gradients; it also computes
+            // the unused weight gradient).
+            x2.matmul(&w.t()?)?
+        };
+        if let Some(b) = &self.bias {
+            y = y.broadcast_add(b)?;
+        }
+        for (id, ad) in &self.adapters {
+            if active.contains(id) {
+                let xi = match dropout {
+                    Some(d) => d.apply(&x2)?,
+                    None => x2.clone(),
+                };
+                let delta = xi.matmul(&ad.a)?.matmul(&ad.b)?;
+                y = (y + (delta * ad.scale)?)?;
+            }
+        }
+        let mut out_dims = dims;
+        *out_dims.last_mut().expect("at least one dimension") = self.out_dim;
+        Ok(y.reshape(out_dims)?)
     }
 
     /// `x·Wᵀ + b` plus the adapters listed in `active` (in any order; unknown ids are

@@ -13,9 +13,9 @@
 use super::error::{LlmError, Result};
 use super::gguf::GgufFile;
 use super::layers::{self, KvCache, RmsNorm, RopeStyle, Rotary};
-use super::linear::{AdapterId, Linear};
+use super::linear::{AdapterId, Linear, LoraDropout};
 use candle_core::quantized::QTensor;
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use std::sync::Arc;
 
 /// Hyper-parameters, read from `llama.*` metadata.
@@ -158,6 +158,44 @@ impl Attention {
         let y = layers::attention(&q, &k, &v, mask)?;
         self.o.forward(&y, adapters)
     }
+    /// The training forward over whole sequences (positions `0..seq`, no cache),
+    /// differentiable end to end.
+    fn forward_train(
+        &self,
+        x: &Tensor,
+        rotary: &Rotary,
+        mask: Option<&Tensor>,
+        adapters: &[AdapterId],
+        dropout: Option<&LoraDropout>,
+    ) -> Result<Tensor> {
+        let (b, seq, _) = x.dims3()?;
+        let q = self.q.forward_train(x, adapters, dropout)?;
+        let k = self.k.forward_train(x, adapters, dropout)?;
+        let v = self.v.forward_train(x, adapters, dropout)?;
+        let q = q
+            .reshape((b, seq, self.num_heads, self.head_dim))?
+            .transpose(1, 2)?;
+        let k = k
+            .reshape((b, seq, self.num_kv_heads, self.head_dim))?
+            .transpose(1, 2)?;
+        let v = v
+            .reshape((b, seq, self.num_kv_heads, self.head_dim))?
+            .transpose(1, 2)?;
+        let q = rotary.apply_differentiable(&q)?;
+        let k = rotary.apply_differentiable(&k)?;
+        let y = layers::attention_differentiable(&q, &k, &v, mask)?;
+        self.o.forward_train(&y, adapters, dropout)
+    }
+
+    fn to_dense(&self, dtype: DType) -> Result<Self> {
+        Ok(Self {
+            q: self.q.to_dense(dtype)?,
+            k: self.k.to_dense(dtype)?,
+            v: self.v.to_dense(dtype)?,
+            o: self.o.to_dense(dtype)?,
+            ..self.clone()
+        })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -174,6 +212,26 @@ impl Mlp {
             &self.up.forward(x, adapters)?,
         )?;
         self.down.forward(&h, adapters)
+    }
+    fn forward_train(
+        &self,
+        x: &Tensor,
+        adapters: &[AdapterId],
+        dropout: Option<&LoraDropout>,
+    ) -> Result<Tensor> {
+        let gate = self.gate.forward_train(x, adapters, dropout)?;
+        let up = self.up.forward_train(x, adapters, dropout)?;
+        // `Tensor::silu` is a unary op with a backward pass.
+        self.down
+            .forward_train(&(gate.silu()? * up)?, adapters, dropout)
+    }
+
+    fn to_dense(&self, dtype: DType) -> Result<Self> {
+        Ok(Self {
+            gate: self.gate.to_dense(dtype)?,
+            up: self.up.to_dense(dtype)?,
+            down: self.down.to_dense(dtype)?,
+        })
     }
 }
 
@@ -195,6 +253,8 @@ pub struct Model {
     lm_head: Linear,
     rotary: Rotary,
     device: Device,
+    /// The dequantized embedding table (training copies only, see `to_dense`).
+    embed_dense: Option<Tensor>,
 }
 
 fn vector(file: &mut GgufFile, name: &str, len: usize, device: &Device) -> Result<Tensor> {
@@ -300,6 +360,7 @@ impl Model {
             lm_head,
             rotary,
             device: device.clone(),
+            embed_dense: None,
         })
     }
 
@@ -358,6 +419,79 @@ impl Model {
     ) -> Result<Tensor> {
         let h = self.forward_hidden(tokens, start, caches, adapters)?;
         self.lm_head.forward(&layers::last_position(&h)?, adapters)
+    }
+
+    /// A training copy: every projection, the norms and the embedding table
+    /// dequantized to `dtype` (QLoRA: the frozen base is the served GGUF's weights),
+    /// without adapters. A tied output projection shares the embedding's memory.
+    pub fn to_dense(&self, dtype: DType) -> Result<Self> {
+        let embed = self.embed.dequantize(&self.device)?.to_dtype(dtype)?;
+        let lm_head = if self.lm_head.name() == "token_embd" {
+            self.lm_head.with_dense_weight(embed.clone())?
+        } else {
+            self.lm_head.to_dense(dtype)?
+        };
+        let blocks = self
+            .blocks
+            .iter()
+            .map(|b| {
+                Ok(Block {
+                    attn_norm: b.attn_norm.to_dtype(dtype)?,
+                    attn: b.attn.to_dense(dtype)?,
+                    ffn_norm: b.ffn_norm.to_dtype(dtype)?,
+                    mlp: b.mlp.to_dense(dtype)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            config: self.config.clone(),
+            embed: self.embed.clone(),
+            blocks,
+            norm: self.norm.to_dtype(dtype)?,
+            lm_head,
+            rotary: self.rotary.clone(),
+            device: self.device.clone(),
+            embed_dense: Some(embed),
+        })
+    }
+
+    /// The training forward: `ids: [batch, seq]` (u32, positions `0..seq`, right
+    /// padding is harmless under the causal mask) → final-normed hidden states
+    /// `[batch, seq, hidden]`, differentiable with respect to every adapter. Needs a
+    /// copy made by [`Model::to_dense`].
+    pub fn forward_train_hidden(
+        &self,
+        ids: &Tensor,
+        adapters: &[AdapterId],
+        dropout: Option<&LoraDropout>,
+    ) -> Result<Tensor> {
+        let embed = self.embed_dense.as_ref().ok_or_else(|| {
+            LlmError::InvalidArgument(
+                "the training forward needs a dense copy of the model (to_dense)".into(),
+            )
+        })?;
+        let (b, seq) = ids.dims2()?;
+        let mut x = embed.index_select(&ids.flatten_all()?, 0)?.reshape((
+            b,
+            seq,
+            self.config.hidden_size,
+        ))?;
+        let mask = if seq > 1 {
+            Some(layers::causal_mask(seq, 0, &self.device)?)
+        } else {
+            None
+        };
+        for block in &self.blocks {
+            let h = block.attn_norm.forward_differentiable(&x)?;
+            let h = block
+                .attn
+                .forward_train(&h, &self.rotary, mask.as_ref(), adapters, dropout)?;
+            x = (x + h)?;
+            let h = block.ffn_norm.forward_differentiable(&x)?;
+            let h = block.mlp.forward_train(&h, adapters, dropout)?;
+            x = (x + h)?;
+        }
+        self.norm.forward_differentiable(&x)
     }
 
     /// The output projection (tied to the embeddings when the file has no

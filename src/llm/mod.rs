@@ -57,7 +57,7 @@ pub use device::DeviceChoice;
 pub use error::{LlmError, Result};
 pub use generate::{generate, FinishReason, GenerateParams, Generation, Llm};
 pub use gguf::{GgufFile, MetadataValue};
-pub use linear::{AdapterId, Linear, LoraAdapter};
+pub use linear::{AdapterId, Linear, LoraAdapter, LoraDropout};
 pub use model::{Architecture, Model, ModelInfo, Session, PREFILL_CHUNK};
 pub use quantize::{quantize_gguf, QuantType, QuantizeReport};
 pub use sampling::{argmax, Sampler, SamplingParams};

@@ -9,9 +9,9 @@
 use super::error::{LlmError, Result};
 use super::gguf::GgufFile;
 use super::layers::{self, KvCache};
-use super::linear::{AdapterId, Linear, LoraAdapter};
+use super::linear::{AdapterId, Linear, LoraAdapter, LoraDropout};
 use super::{llama, qwen2};
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -268,6 +268,49 @@ impl Model {
     /// Like [`Model::forward`] but returns the logits as a vector.
     pub fn forward_to_vec(&self, tokens: &[u32], session: &mut Session) -> Result<Vec<f32>> {
         layers::logits_to_vec(&self.forward(tokens, session)?)
+    }
+
+    /// A training copy of this model: the frozen base weights dequantized to `dtype`
+    /// (f32 on CPU; f64 for gradient checks), no adapters attached. Its
+    /// [`Model::forward_train`] is differentiable end to end; the inference
+    /// [`Model::forward`] keeps working on it too.
+    pub fn to_training(&self, dtype: DType) -> Result<Self> {
+        let arch = match &self.arch {
+            Architecture::Qwen2(m) => Architecture::Qwen2(m.to_dense(dtype)?),
+            Architecture::Llama(m) => Architecture::Llama(m.to_dense(dtype)?),
+        };
+        Ok(Self {
+            arch,
+            info: self.info.clone(),
+            id: NEXT_MODEL_ID.fetch_add(1, Ordering::Relaxed),
+            adapters: HashMap::new(),
+            next_adapter: 0,
+        })
+    }
+
+    /// The training forward of a copy made by [`Model::to_training`]:
+    /// `ids: [batch, seq]` → final-normed hidden states `[batch, seq, hidden]`, with
+    /// the adapters `adapters` active and `dropout` on their inputs. Apply
+    /// [`Model::lm_head`]'s [`Linear::forward_train`] to the positions whose next
+    /// token is scored.
+    pub fn forward_train(
+        &self,
+        ids: &Tensor,
+        adapters: &[AdapterId],
+        dropout: Option<&LoraDropout>,
+    ) -> Result<Tensor> {
+        match &self.arch {
+            Architecture::Qwen2(m) => m.forward_train_hidden(ids, adapters, dropout),
+            Architecture::Llama(m) => m.forward_train_hidden(ids, adapters, dropout),
+        }
+    }
+
+    /// The output projection (hidden → vocabulary logits).
+    pub fn lm_head(&self) -> &Linear {
+        match &self.arch {
+            Architecture::Qwen2(m) => m.lm_head(),
+            Architecture::Llama(m) => m.lm_head(),
+        }
     }
 
     /// Every LoRA-capable projection of the model (`blk.N.attn_q`, …, `blk.N.ffn_down`).

@@ -1,0 +1,350 @@
+//! `kura train submit` and `kura jobs …`: the training-job queue from the terminal,
+//! and the runner (`kura jobs run`) that works through it. The queue is
+//! [`crate::jobs::JobQueue`]; the training is [`crate::train::Trainer`].
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+use clap::{Args, Subcommand};
+use serde_json::json;
+
+use super::print_json;
+use super::train::{duration, prepare_run, progress_line, publish_adapter, TrainSubmitArgs};
+use crate::catalog::Catalog;
+use crate::jobs::{next_local_time, now, JobQueue, JobState, Progress, TrainingJob};
+use crate::llm::DeviceChoice;
+use crate::paths::Paths;
+use crate::train::{read_metrics, TrainRun, Trainer};
+
+/// `kura jobs …`
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    /// All training jobs: state, progress, ETA.
+    List,
+    /// One job in detail.
+    Show {
+        /// Job id.
+        id: i64,
+    },
+    /// A job's per-step log (step, loss, lr, tokens/s, ETA).
+    Logs {
+        /// Job id.
+        id: i64,
+    },
+    /// Cancel a job (a running one stops at its next step, after a checkpoint).
+    Cancel {
+        /// Job id.
+        id: i64,
+    },
+    /// Queue a cancelled or failed job again; it continues from its last checkpoint.
+    Resume {
+        /// Job id.
+        id: i64,
+        /// Not before this local time of day (`HH:MM`).
+        #[arg(long)]
+        at: Option<String>,
+    },
+    /// Run queued jobs as they fall due (jobs left running by a dead runner resume).
+    Run(JobsRunArgs),
+}
+
+/// `kura jobs run`
+#[derive(Debug, Args)]
+pub struct JobsRunArgs {
+    /// Exit when no job is due instead of waiting for the next one.
+    #[arg(long)]
+    pub once: bool,
+    /// Seconds between looks at the queue while idle.
+    #[arg(long, default_value_t = 30)]
+    pub poll: u64,
+    /// Where to train.
+    #[arg(long, default_value = "cpu", env = "KURA_DEVICE")]
+    pub device: DeviceChoice,
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn open_queue(rt: &tokio::runtime::Runtime, paths: &Paths) -> Result<JobQueue> {
+    let catalog = rt.block_on(Catalog::open(&paths.catalog_db()))?;
+    Ok(JobQueue::new(catalog))
+}
+
+fn parse_at(at: &Option<String>) -> Result<Option<i64>> {
+    at.as_deref()
+        .map(|a| {
+            next_local_time(a).ok_or_else(|| {
+                anyhow!("--at {a}: expected a local time of day as HH:MM (e.g. 22:00)")
+            })
+        })
+        .transpose()
+}
+
+fn local(ts: i64) -> String {
+    jiff::Timestamp::from_second(ts)
+        .map(|t| {
+            t.to_zoned(jiff::tz::TimeZone::system())
+                .strftime("%Y-%m-%d %H:%M")
+                .to_string()
+        })
+        .unwrap_or_else(|_| ts.to_string())
+}
+
+pub(super) fn submit_cmd(args: TrainSubmitArgs, paths: &Paths, json_out: bool) -> Result<ExitCode> {
+    let run_at = parse_at(&args.at)?.unwrap_or_else(now);
+    let run = prepare_run(&args.job, args.output, paths, json_out)?;
+    let rt = runtime()?;
+    let queue = open_queue(&rt, paths)?;
+    let job = rt.block_on(queue.submit(&run.job.name, &run.dir, run_at))?;
+    if json_out {
+        print_json(&serde_json::to_value(&job)?);
+    } else {
+        println!(
+            "queued job #{} `{}` to start at {} (run the queue with `kura jobs run`)",
+            job.id,
+            job.name,
+            local(job.run_at)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) fn jobs_cmd(cmd: JobsCommand, paths: &Paths, json_out: bool) -> Result<ExitCode> {
+    let rt = runtime()?;
+    let queue = open_queue(&rt, paths)?;
+    match cmd {
+        JobsCommand::List => {
+            let jobs = rt.block_on(queue.list())?;
+            if json_out {
+                print_json(&serde_json::to_value(&jobs)?);
+            } else if jobs.is_empty() {
+                println!("no training jobs (queue one with `kura train submit job.toml`)");
+            } else {
+                println!(
+                    "{:>4}  {:<20} {:<9} {:>11} {:>8} {:>8}  start",
+                    "id", "name", "state", "step", "loss", "ETA"
+                );
+                for j in jobs {
+                    println!("{}", list_line(&j));
+                }
+            }
+        }
+        JobsCommand::Show { id } => {
+            let job = rt.block_on(queue.get(id))?;
+            if json_out {
+                print_json(&serde_json::to_value(&job)?);
+            } else {
+                show(&job);
+            }
+        }
+        JobsCommand::Logs { id } => {
+            let job = rt.block_on(queue.get(id))?;
+            let path = job.folder.join("metrics.jsonl");
+            let lines = if path.is_file() {
+                read_metrics(&path)?
+            } else {
+                Vec::new()
+            };
+            if json_out {
+                print_json(&serde_json::to_value(&lines)?);
+            } else if lines.is_empty() {
+                println!("job #{id} has not logged a step yet");
+            } else {
+                for l in &lines {
+                    println!("{}", progress_line(l));
+                }
+            }
+        }
+        JobsCommand::Cancel { id } => {
+            let job = rt.block_on(queue.cancel(id))?;
+            if json_out {
+                print_json(&serde_json::to_value(&job)?);
+            } else if job.state == JobState::Running {
+                println!("job #{id} will stop after its current step (a checkpoint is kept)");
+            } else {
+                println!("job #{id} cancelled");
+            }
+        }
+        JobsCommand::Resume { id, at } => {
+            let job = rt.block_on(queue.resume(id, parse_at(&at)?))?;
+            if json_out {
+                print_json(&serde_json::to_value(&job)?);
+            } else {
+                println!(
+                    "job #{id} queued again from step {}, to start at {}",
+                    job.step,
+                    local(job.run_at)
+                );
+            }
+        }
+        JobsCommand::Run(args) => return run_queue(&rt, &queue, args, paths, json_out),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn list_line(j: &TrainingJob) -> String {
+    let step = match j.total_steps {
+        Some(t) => format!("{}/{t}", j.step),
+        None => "-".into(),
+    };
+    let loss = j.loss.map_or("-".into(), |l| format!("{l:.4}"));
+    let eta = match (j.state, j.eta_s) {
+        (JobState::Running, Some(e)) => duration(e),
+        _ => "-".into(),
+    };
+    format!(
+        "{:>4}  {:<20} {:<9} {:>11} {:>8} {:>8}  {}",
+        j.id,
+        j.name,
+        j.state.as_str(),
+        step,
+        loss,
+        eta,
+        local(j.run_at)
+    )
+}
+
+fn show(j: &TrainingJob) {
+    println!("job #{} `{}`: {}", j.id, j.name, j.state);
+    println!("  folder     {}", j.folder.display());
+    println!("  submitted  {}", local(j.submitted_at));
+    println!("  start at   {}", local(j.run_at));
+    if let Some(s) = j.started_at {
+        println!("  started    {}", local(s));
+    }
+    if let Some(f) = j.finished_at {
+        println!("  finished   {}", local(f));
+    }
+    if let Some(t) = j.total_steps {
+        println!("  step       {}/{t}", j.step);
+    }
+    if let Some(l) = j.loss {
+        println!("  loss       {l:.4}");
+    }
+    if let Some(e) = j.eval_loss {
+        println!("  eval loss  {e:.4}");
+    }
+    if let (Some(tps), Some(eta)) = (j.tokens_per_s, j.eta_s) {
+        println!("  speed      {tps:.1} tokens/s, ETA {}", duration(eta));
+    }
+    if let Some(e) = &j.error {
+        println!("  error      {e}");
+    }
+}
+
+fn run_queue(
+    rt: &tokio::runtime::Runtime,
+    queue: &JobQueue,
+    args: JobsRunArgs,
+    paths: &Paths,
+    json_out: bool,
+) -> Result<ExitCode> {
+    let device = args.device.open()?;
+    let stop = super::llm::cancel_on_ctrl_c();
+    loop {
+        for id in rt.block_on(queue.recover_interrupted())? {
+            eprintln!("job #{id} was interrupted (its runner is gone): queued again to resume");
+        }
+        let Some(job) = rt.block_on(queue.claim_next())? else {
+            if args.once || stop.load(Ordering::SeqCst) {
+                break;
+            }
+            for _ in 0..args.poll.max(1) {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            continue;
+        };
+        eprintln!("running job #{} `{}`", job.id, job.name);
+        let end = run_one(rt, queue, &job, &device, &stop, paths, json_out);
+        let (state, error) = match end {
+            Ok(state) => (state, None),
+            Err(e) => (JobState::Failed, Some(format!("{e:#}"))),
+        };
+        rt.block_on(queue.finish(job.id, state, error.as_deref()))?;
+        match &error {
+            Some(e) => eprintln!("job #{} failed: {e}", job.id),
+            None => eprintln!("job #{} {}", job.id, state),
+        }
+        if stop.load(Ordering::SeqCst) {
+            eprintln!("stopped; queued jobs continue at the next `kura jobs run`");
+            break;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Trains one claimed job; returns the state it ends in.
+fn run_one(
+    rt: &tokio::runtime::Runtime,
+    queue: &JobQueue,
+    job: &TrainingJob,
+    device: &candle_core::Device,
+    stop_all: &AtomicBool,
+    paths: &Paths,
+    json_out: bool,
+) -> Result<JobState> {
+    let run = TrainRun::open(&job.folder)
+        .with_context(|| format!("opening the job folder {}", job.folder.display()))?;
+    let name = run.job.name.clone();
+    let mut trainer = Trainer::new(run, device)?;
+    let stop = AtomicBool::new(rt.block_on(queue.cancel_requested(job.id))?);
+    let cancelled = AtomicBool::new(stop.load(Ordering::SeqCst));
+    let mut report_err: Option<anyhow::Error> = None;
+    let mut on_step = |r: &crate::train::StepReport| {
+        if json_out {
+            println!("{}", serde_json::to_string(r).expect("serialisable"));
+        } else {
+            println!("#{} {}", job.id, progress_line(r));
+        }
+        let p = Progress {
+            step: r.step,
+            total_steps: r.total_steps,
+            loss: r.loss,
+            lr: r.lr,
+            tokens_per_s: r.tokens_per_s,
+            eta_s: r.eta_s,
+            eval_loss: r.eval_loss,
+        };
+        match rt.block_on(queue.report(job.id, &p)) {
+            Ok(true) => {
+                cancelled.store(true, Ordering::SeqCst);
+                stop.store(true, Ordering::SeqCst);
+            }
+            Ok(false) => {}
+            Err(e) => report_err = Some(e.into()),
+        }
+        if stop_all.load(Ordering::SeqCst) {
+            stop.store(true, Ordering::SeqCst);
+        }
+    };
+    let outcome = trainer.run(Some(&stop), &mut on_step)?;
+    if let Some(e) = report_err {
+        return Err(e);
+    }
+    if outcome.finished {
+        let published: PathBuf = publish_adapter(&outcome, &name, paths)?;
+        if !json_out {
+            eprintln!("adapter saved to {}", published.display());
+        }
+        if json_out {
+            print_json(
+                &json!({"job": job.id, "finished": true, "adapter": published,
+                "base_eval_loss": outcome.base_eval_loss, "eval_loss": outcome.eval_loss}),
+            );
+        }
+        Ok(JobState::Done)
+    } else if cancelled.load(Ordering::SeqCst) {
+        Ok(JobState::Cancelled)
+    } else {
+        Ok(JobState::Queued)
+    }
+}

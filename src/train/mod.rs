@@ -1,0 +1,106 @@
+//! LoRA fine-tuning on the very GGUF Kura serves (QLoRA on CPU).
+//!
+//! Nothing on these machines ships unquantized weights, and what a company wants to
+//! serve is the model it already runs. So the frozen base is dequantized from the
+//! served GGUF, small adapters are trained on top, and the result is attached to the
+//! same quantized model at inference time (`crate::llm::Model::attach_adapter`).
+//!
+//! The training forward is the engine's own transformer run in a differentiable mode
+//! (`crate::llm::Model::forward_train`): candle-nn's fused softmax, RMSNorm and RoPE
+//! kernels and the quantized matmul have no backward pass and would silently cut the
+//! graph, so training uses forms built from basic tensor ops on dequantized weights.
+//! `tests/train_lora.rs` proves with finite differences that every LoRA parameter
+//! gets the right gradient.
+//!
+//! | file | what |
+//! |---|---|
+//! | `dataset.rs` | JSONL import (OpenAI / Alpaca), validation naming line and field, seeded split, tokenization with the assistant-only loss mask, the dataset store |
+//! | `lora.rs` | targets, [`LoraConfig`], PEFT-style init, PEFT save/load |
+//! | `model.rs` | [`LoraModel`]: dense base + adapters, the masked cross-entropy |
+//! | `optim.rs` | AdamW with savable state, warm-up + cosine schedule, global-norm clipping |
+//! | `checkpoint.rs` | atomic checkpoints (adapter, optimizer, schedule, RNG, data position) |
+//! | `trainer.rs` | [`TrainJob`] (`job.toml`), [`TrainRun`] (the job's folder), [`Trainer`] |
+//!
+//! ```no_run
+//! # fn main() -> Result<(), kura::train::TrainError> {
+//! use kura::train::{dataset, RunInfo, TrainJob, TrainRun, Trainer};
+//! let job = TrainJob::from_file("job.toml".as_ref())?;
+//! let examples = dataset::read_jsonl("faq.jsonl".as_ref())?;
+//! let (train, eval) = dataset::split(&examples, 0.1, job.train.seed);
+//! let info = RunInfo {
+//!     model_path: "models/qwen2.5-coder-0.5b-instruct.gguf".into(),
+//!     base_model: "qwen2.5-coder-0.5b-instruct".into(),
+//! };
+//! let run = TrainRun::create("runs/faq".as_ref(), &job, info, &train, &eval)?;
+//! let mut trainer = Trainer::new(run, &candle_core::Device::Cpu)?;
+//! let outcome = trainer.run(None, &mut |r| println!("step {} loss {:.4}", r.step, r.loss))?;
+//! assert!(outcome.finished);
+//! # Ok(()) }
+//! ```
+
+pub mod checkpoint;
+pub mod dataset;
+pub mod lora;
+pub mod model;
+pub mod optim;
+pub mod trainer;
+
+pub use dataset::{DatasetError, DatasetStore, Example, TokenizedExample};
+pub use lora::{load_peft, save_peft, LoraConfig, LoraWeights, PeftAdapter, PeftLayout, Target};
+pub use model::LoraModel;
+pub use trainer::{
+    read_metrics, RunInfo, StepReport, TrainJob, TrainOutcome, TrainParams, TrainRun, Trainer,
+};
+
+use std::path::{Path, PathBuf};
+
+/// Errors of the trainer.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// A file could not be read or written.
+    #[error("{}: {source}", .path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The data set is invalid.
+    #[error(transparent)]
+    Dataset(#[from] DatasetError),
+    /// The model could not be loaded or run.
+    #[error(transparent)]
+    Llm(#[from] crate::llm::LlmError),
+    /// A tensor computation failed.
+    #[error("tensor computation failed: {0}")]
+    Candle(#[from] candle_core::Error),
+    /// `job.toml` (or its values) is invalid.
+    #[error("job configuration: {0} (ジョブ設定が不正です)")]
+    Config(String),
+    /// A checkpoint is missing, incomplete or does not belong to this job.
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
+    /// An adapter folder is invalid or does not fit the model.
+    #[error("adapter: {0}")]
+    Adapter(String),
+    /// After cutting to `max_seq_len`, no example keeps an assistant token.
+    #[error(
+        "no trainable example: {skipped} examples have no assistant token within the first \
+         {max_seq_len} tokens (raise train.max_seq_len) (学習できる例がありません)"
+    )]
+    NoTrainableExamples {
+        /// Examples left out.
+        skipped: usize,
+        /// The cut-off.
+        max_seq_len: usize,
+    },
+}
+
+impl TrainError {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+        TrainError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! The model being trained: the frozen base, dequantized from the served GGUF, with
+//! LoRA adapters attached, and the loss it is trained on.
+//!
+//! [`LoraModel::nll`] runs the engine's differentiable training forward
+//! ([`crate::llm::Model::forward_train`]) and scores only the positions whose next
+//! token is an assistant token (the loss mask of
+//! [`crate::train::dataset::TokenizedExample`]): the output projection runs on those
+//! rows alone, which also keeps the vocabulary-sized logits small. Batches are
+//! right-padded; under the causal mask padding can only follow the real tokens, so it
+//! changes nothing they see.
+
+use super::dataset::TokenizedExample;
+use super::lora::{LoraConfig, LoraWeights, PeftLayout};
+use super::TrainError;
+use crate::llm::{AdapterId, LoraDropout, Model};
+use candle_core::{DType, Tensor, D};
+
+/// The name the trained adapter is attached under inside the training model.
+const ADAPTER: &str = "training";
+
+/// A dense training copy of a model with trainable LoRA adapters attached.
+#[derive(Debug)]
+pub struct LoraModel {
+    model: Model,
+    lora: LoraWeights,
+    adapter: AdapterId,
+    layout: PeftLayout,
+    dtype: DType,
+}
+
+impl LoraModel {
+    /// Dequantizes `base` to `dtype` and attaches fresh adapters (PEFT init from `seed`).
+    pub fn new(
+        base: &Model,
+        config: &LoraConfig,
+        seed: u64,
+        dtype: DType,
+    ) -> Result<Self, TrainError> {
+        let mut model = base.to_training(dtype)?;
+        let lora = LoraWeights::init(&mut model, config, seed, dtype)?;
+        let adapter = lora.attach(&mut model, ADAPTER)?;
+        Ok(Self {
+            layout: PeftLayout::of(&model),
+            model,
+            lora,
+            adapter,
+            dtype,
+        })
+    }
+
+    /// The adapters' trainable tensors.
+    pub fn lora(&self) -> &LoraWeights {
+        &self.lora
+    }
+
+    /// The training copy of the model.
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// How this model's layers map to Hugging Face names.
+    pub fn layout(&self) -> PeftLayout {
+        self.layout
+    }
+
+    /// The compute type.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// The summed negative log-likelihood of the assistant tokens of `batch`, and how
+    /// many tokens it sums over. With `with_adapter = false` the base model alone is
+    /// scored (for the before/after comparison). `dropout` applies to the adapters'
+    /// inputs (training only).
+    pub fn nll(
+        &self,
+        batch: &[&TokenizedExample],
+        with_adapter: bool,
+        dropout: Option<&LoraDropout>,
+    ) -> Result<(Tensor, usize), TrainError> {
+        let device = self.model.device();
+        let len = batch.iter().map(|e| e.ids.len()).max().unwrap_or(0);
+        let mut ids = Vec::with_capacity(batch.len() * len);
+        let mut rows = Vec::new();
+        let mut targets = Vec::new();
+        for (r, ex) in batch.iter().enumerate() {
+            ids.extend_from_slice(&ex.ids);
+            ids.extend(std::iter::repeat_n(0u32, len - ex.ids.len()));
+            for t in 0..ex.ids.len().saturating_sub(1) {
+                if ex.mask[t + 1] == 1 {
+                    rows.push((r * len + t) as u32);
+                    targets.push(ex.ids[t + 1]);
+                }
+            }
+        }
+        let n = rows.len();
+        if n == 0 {
+            return Ok((Tensor::zeros((), self.dtype, device)?, 0));
+        }
+        let ids = Tensor::from_vec(ids, (batch.len(), len), device)?;
+        let active: &[AdapterId] = if with_adapter { &[self.adapter] } else { &[] };
+        let hidden = self.model.forward_train(&ids, active, dropout)?;
+        let hidden_size = hidden.dim(D::Minus1)?;
+        let picked = hidden
+            .reshape((batch.len() * len, hidden_size))?
+            .index_select(&Tensor::new(rows.as_slice(), device)?, 0)?;
+        let logits = self.model.lm_head().forward_train(&picked, &[], None)?;
+        let log_probs = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+        let targets = Tensor::from_vec(targets, (n, 1), device)?;
+        let nll = log_probs.gather(&targets, 1)?.sum_all()?.neg()?;
+        Ok((nll, n))
+    }
+
+    /// Mean per-token loss over `examples` (no gradient), `batch_size` at a time.
+    pub fn mean_loss(
+        &self,
+        examples: &[TokenizedExample],
+        with_adapter: bool,
+        batch_size: usize,
+    ) -> Result<Option<f64>, TrainError> {
+        let (mut sum, mut count) = (0.0f64, 0usize);
+        for chunk in examples.chunks(batch_size.max(1)) {
+            let refs: Vec<&TokenizedExample> = chunk.iter().collect();
+            let (nll, n) = self.nll(&refs, with_adapter, None)?;
+            sum += nll.detach().to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            count += n;
+        }
+        Ok((count > 0).then(|| sum / count as f64))
+    }
+}
