@@ -18,7 +18,6 @@ use crate::catalog::Catalog;
 use crate::eval::rag::{self as eval_rag, RagQuestion};
 use crate::index::SearchIndex;
 use crate::ingest::chunk::ChunkParams;
-use crate::ingest::pipeline::{ingest, IngestOptions, Progress};
 use crate::llm::DeviceChoice;
 use crate::llm::{GenerateParams, Llm, SamplingParams};
 use crate::paths::Paths;
@@ -478,23 +477,11 @@ pub(super) fn eval_rag_cmd(args: EvalRagArgs, paths: &Paths, json_out: bool) -> 
                 ProgressBar::new_spinner()
             };
             pb.set_message("indexing the corpus");
-            let progress = |_: Progress| pb.tick();
-            let opts = IngestOptions {
-                chunking,
-                ..Default::default()
-            };
-            ingest(
-                std::slice::from_ref(corpus),
-                "eval",
-                &opts,
-                &catalog,
-                &mut index,
-                &embedder,
-                &progress,
+            let id = super::docs::index_eval_folder(
+                corpus, chunking, &catalog, &mut index, &embedder, &pb,
             )
             .await?;
-            pb.finish_and_clear();
-            (catalog.collection("eval").await?.id, qs)
+            (id, qs)
         } else {
             let n = args.limit.unwrap_or(if args.calibrate { 400 } else { 40 });
             let (docs, pos, neg) = eval_rag::load_squad_split(

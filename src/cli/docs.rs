@@ -403,29 +403,8 @@ pub(super) fn eval_retrieval_cmd(
             } else {
                 bar(0, "index corpus")
             };
-            let progress = |p: Progress| {
-                if let Progress::Found(n) = p {
-                    pb.set_length(n as u64)
-                } else {
-                    pb.inc(1)
-                }
-            };
-            let opts = IngestOptions {
-                chunking,
-                ..Default::default()
-            };
-            ingest(
-                std::slice::from_ref(corpus),
-                "eval",
-                &opts,
-                &catalog,
-                &mut index,
-                &embedder,
-                &progress,
-            )
-            .await?;
-            pb.finish_and_clear();
-            let id = catalog.collection("eval").await?.id;
+            let id =
+                index_eval_folder(corpus, chunking, &catalog, &mut index, &embedder, &pb).await?;
             (queries, id, KeyBy::Page)
         } else {
             let (docs, queries) = retrieval::load_squad(&args.dataset, args.max_questions)?;
@@ -532,6 +511,42 @@ pub(super) fn eval_retrieval_cmd(
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Ingests the documents under `corpus` into the collection `eval` of an evaluation
+/// catalog (for `kura eval retrieval` and `kura eval rag` on a question list), showing
+/// progress on `pb`; returns the collection's id.
+pub(super) async fn index_eval_folder(
+    corpus: &std::path::Path,
+    chunking: ChunkParams,
+    catalog: &Catalog,
+    index: &mut SearchIndex,
+    embedder: &Embedder,
+    pb: &ProgressBar,
+) -> Result<i64> {
+    let progress = |p: Progress| {
+        if let Progress::Found(n) = p {
+            pb.set_length(n as u64)
+        } else {
+            pb.inc(1)
+        }
+    };
+    let opts = IngestOptions {
+        chunking,
+        ..Default::default()
+    };
+    ingest(
+        &[corpus.to_path_buf()],
+        "eval",
+        &opts,
+        catalog,
+        index,
+        embedder,
+        &progress,
+    )
+    .await?;
+    pb.finish_and_clear();
+    Ok(catalog.collection("eval").await?.id)
 }
 
 /// Prints the fusion grid: BM25, vectors, the current defaults and the best settings.

@@ -159,6 +159,16 @@ pub enum KeyBy {
     Page,
 }
 
+impl KeyBy {
+    /// The key `c` is judged by.
+    fn key(self, c: crate::catalog::ChunkRecord) -> String {
+        match self {
+            KeyBy::Document => c.path,
+            KeyBy::Page => format!("{}#{}", c.path, c.page),
+        }
+    }
+}
+
 /// Scores every retriever on the queries.
 #[allow(clippy::too_many_arguments)]
 pub async fn evaluate(
@@ -195,21 +205,13 @@ pub async fn evaluate(
                 ms += embed_ms;
             }
             let ids: Vec<i64> = hits.iter().map(|h| h.0).collect();
-            let chunks = catalog.chunks(&ids).await?;
-            let mut keys: Vec<String> = Vec::new();
-            for c in chunks {
-                let key = match key_by {
-                    KeyBy::Document => c.path,
-                    KeyBy::Page => format!("{}#{}", c.path, c.page),
-                };
-                if !keys.contains(&key) {
-                    keys.push(key);
-                }
-            }
-            let rank = keys
-                .iter()
-                .take(10)
-                .position(|k| k == &q.relevant || k.ends_with(&q.relevant));
+            let keys: HashMap<i64, String> = catalog
+                .chunks(&ids)
+                .await?
+                .into_iter()
+                .map(|c| (c.id, key_by.key(c)))
+                .collect();
+            let rank = rank_of(&hits, &keys, &q.relevant);
             ranks.entry(mode).or_default().push(rank);
             times.entry(mode).or_default().push(ms);
         }
@@ -218,29 +220,11 @@ pub async fn evaluate(
     Ok(modes
         .iter()
         .map(|m| {
-            let r = &ranks[m];
-            let n = r.len().max(1) as f64;
-            let within =
-                |k: usize| r.iter().filter(|x| x.is_some_and(|x| x < k)).count() as f64 / n;
             let mut t = times[m].clone();
             t.sort_by(|a, b| a.total_cmp(b));
             RetrievalScores {
-                mode: format!("{m:?}").to_lowercase(),
-                questions: r.len(),
-                recall_at_1: within(1),
-                recall_at_5: within(5),
-                recall_at_10: within(10),
-                mrr_at_10: r
-                    .iter()
-                    .map(|x| x.map(|x| 1.0 / (x + 1) as f64).unwrap_or(0.0))
-                    .sum::<f64>()
-                    / n,
-                ndcg_at_10: r
-                    .iter()
-                    .map(|x| x.map(|x| 1.0 / ((x + 2) as f64).log2()).unwrap_or(0.0))
-                    .sum::<f64>()
-                    / n,
                 p50_ms: t.get(t.len() / 2).copied().unwrap_or(0.0),
+                ..score_ranks(&format!("{m:?}").to_lowercase(), &ranks[m])
             }
         })
         .collect())
@@ -315,11 +299,7 @@ pub async fn candidate_lists(
             .filter(|id| !keys.contains_key(id))
             .collect();
         for c in catalog.chunks(&missing).await? {
-            let key = match key_by {
-                KeyBy::Document => c.path,
-                KeyBy::Page => format!("{}#{}", c.path, c.page),
-            };
-            keys.insert(c.id, key);
+            keys.insert(c.id, key_by.key(c));
         }
         lists.push((b, v));
         progress(qi + 1);
