@@ -223,23 +223,19 @@ fn a_killed_job_resumes_with_the_same_loss_curve() {
     assert!(cut.join("adapter/adapter_model.safetensors").is_file());
 }
 
-/// A trained adapter, given by name, changes what `kura generate` says; given by a
-/// folder that is not an adapter, it is refused with a clear message.
-#[test]
-fn generate_applies_a_trained_adapter() {
-    let dir = tempfile::tempdir().unwrap();
-    let home = dir.path().join("home");
-    let home_s = home.to_str().unwrap();
-    let models = dir.path().join("models");
+/// Imports the tiny fixture as model `tiny` and trains job `tiny-faq` on it; returns
+/// (data folder, models folder).
+fn trained_tiny(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let home = dir.join("home");
+    let models = dir.join("models");
     std::fs::create_dir_all(&models).unwrap();
-    let models_s = models.to_str().unwrap();
-    let model = dir.path().join("tiny.gguf");
+    let model = dir.join("tiny.gguf");
     write_tiny_qwen2_gguf(&model, 7).unwrap();
     let out = kura(&[
         "--data-dir",
-        home_s,
+        home.to_str().unwrap(),
         "--models-dir",
-        models_s,
+        models.to_str().unwrap(),
         "models",
         "import",
         model.to_str().unwrap(),
@@ -249,21 +245,250 @@ fn generate_applies_a_trained_adapter() {
         "Apache-2.0",
     ]);
     assert!(out.status.success(), "{}", out.stderr_text());
-    let data = dir.path().join("data.jsonl");
+    let data = dir.join("data.jsonl");
     std::fs::write(&data, data_lines()).unwrap();
-    let job = dir.path().join("job.toml");
+    let job = dir.join("job.toml");
     write_job(&job, Path::new("tiny"), &data);
     let out = kura(&[
         "--data-dir",
-        home_s,
+        home.to_str().unwrap(),
         "--models-dir",
-        models_s,
+        models.to_str().unwrap(),
         "train",
         "run",
         job.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", out.stderr_text());
     assert!(home.join("adapters/tiny-faq/adapter_config.json").is_file());
+    // The "did it help?" report is written when the job ends, into the job folder and
+    // next to the published adapter.
+    assert!(
+        out.stdout_text().contains("character F1"),
+        "{}",
+        out.stdout_text()
+    );
+    (home, models)
+}
+
+/// PNG width and height from the IHDR chunk.
+fn png_size(path: &Path) -> (u32, u32) {
+    let bytes = std::fs::read(path).unwrap();
+    assert_eq!(
+        &bytes[..8],
+        b"\x89PNG\r\n\x1a\n",
+        "{} is a PNG",
+        path.display()
+    );
+    let be = |i: usize| u32::from_be_bytes(bytes[i..i + 4].try_into().unwrap());
+    (be(16), be(20))
+}
+
+/// The end-of-job report and `kura eval adapter`: base vs adapter on held-out
+/// examples, the same losses the trainer logged, every reply side by side, a plot.
+#[test]
+fn the_report_compares_base_and_adapter_on_held_out_examples() {
+    let dir = tempfile::tempdir().unwrap();
+    let (home, models) = trained_tiny(dir.path());
+    let job = home.join("jobs/tiny-faq");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(job.join("report/report.json")).unwrap())
+            .unwrap();
+    let eval = kura::train::dataset::read_jsonl(&job.join("data/eval.jsonl")).unwrap();
+    assert_eq!(report["examples"], eval.len());
+    let answers = report["answers"].as_array().unwrap();
+    assert_eq!(answers.len(), eval.len());
+    for (row, ex) in answers.iter().zip(&eval) {
+        assert_eq!(
+            row["reference"],
+            ex.messages.last().unwrap().content.as_str()
+        );
+        assert_eq!(row["question"], ex.messages[0].content.as_str());
+    }
+    // The evaluator's losses are the trainer's: the base loss it logged before step 1
+    // and the adapter's eval loss at the last step.
+    let metrics = read_metrics(&job.join("metrics.jsonl")).unwrap();
+    let trained_eval = metrics.last().unwrap().eval_loss.unwrap();
+    let base_eval: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(job.join("base_eval.json")).unwrap())
+            .unwrap();
+    let close = |a: &serde_json::Value, b: f64| (a.as_f64().unwrap() - b).abs() < 1e-3;
+    assert!(close(&report["tuned"]["loss"], trained_eval), "{report}");
+    assert!(
+        close(
+            &report["base"]["loss"],
+            base_eval["base_eval_loss"].as_f64().unwrap()
+        ),
+        "{report}"
+    );
+    assert_eq!(report["train_curve"].as_array().unwrap().len(), 60);
+    assert_eq!(report["eval_curve"].as_array().unwrap().len(), 3);
+    assert_eq!(png_size(&job.join("report/report.png")), (1400, 640));
+    assert!(home.join("adapters/tiny-faq/report/report.json").is_file());
+
+    // On demand, on the examples it was trained on: the adapter must fit them better
+    // than the base model, and the verdict says so.
+    let train = job.join("data/train.jsonl");
+    let out_dir = dir.path().join("on-train");
+    let out = kura(&[
+        "--data-dir",
+        home.to_str().unwrap(),
+        "--models-dir",
+        models.to_str().unwrap(),
+        "--json",
+        "eval",
+        "adapter",
+        "tiny-faq",
+        "--data",
+        train.to_str().unwrap(),
+        "--max-tokens",
+        "8",
+        "--output",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", out.stderr_text());
+    let r: serde_json::Value = serde_json::from_str(&out.stdout_text()).unwrap();
+    let (b, t) = (
+        r["base"]["loss"].as_f64().unwrap(),
+        r["tuned"]["loss"].as_f64().unwrap(),
+    );
+    assert!(t < b * 0.8, "trained examples: base {b} vs adapter {t}");
+    assert_eq!(r["examples"], 6);
+    assert!(r["summary"].as_str().unwrap().contains("adapter"), "{r}");
+    assert!(out_dir.join("report.png").is_file());
+
+    let out = kura(&[
+        "--data-dir",
+        home.to_str().unwrap(),
+        "--models-dir",
+        models.to_str().unwrap(),
+        "eval",
+        "adapter",
+        "nope",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        out.stderr_text().contains("no job or adapter `nope`"),
+        "{}",
+        out.stderr_text()
+    );
+}
+
+/// `kura serve --adapter`: requests pick the adapter by name; it can be unloaded and
+/// loaded again while the server runs, and it answers exactly as `kura generate
+/// --adapter` does.
+#[test]
+fn serve_routes_requests_to_adapters_loaded_live() {
+    let dir = tempfile::tempdir().unwrap();
+    let (home, models) = trained_tiny(dir.path());
+    let generate = |extra: &[&str]| {
+        let mut args = vec![
+            "--data-dir",
+            home.to_str().unwrap(),
+            "--models-dir",
+            models.to_str().unwrap(),
+            "--json",
+            "generate",
+            "the cat",
+            "--model",
+            "tiny",
+            "--max-tokens",
+            "8",
+            "--temperature",
+            "0",
+            "--repeat-penalty",
+            "1",
+        ];
+        args.extend_from_slice(extra);
+        let out = kura(&args);
+        assert!(out.status.success(), "{}", out.stderr_text());
+        let v: serde_json::Value = serde_json::from_str(&out.stdout_text()).unwrap();
+        v["text"].as_str().unwrap().to_string()
+    };
+    let base_cli = generate(&[]);
+    let tuned_cli = generate(&["--adapter", "tiny-faq"]);
+
+    let data = tempfile::TempDir::new_in(dir.path()).unwrap();
+    for entry in std::fs::read_dir(&home).unwrap() {
+        let entry = entry.unwrap();
+        let _ = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(entry.path())
+            .arg(data.path())
+            .status();
+    }
+    let server = common::server::Server::start_with_models(
+        data,
+        &models,
+        "tiny",
+        &["--embedding-model", "none", "--adapter", "tiny-faq"],
+    );
+    let (status, list) = server.get("/v1/models");
+    assert_eq!(status, 200);
+    let ids: Vec<&str> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert!(ids.contains(&"tiny+tiny-faq"), "{list}");
+    let chat = |model: &str| {
+        server.request(
+            "POST",
+            "/v1/chat/completions",
+            Some(&serde_json::json!({
+                "model": model, "max_tokens": 8, "temperature": 0,
+                "messages": [{"role": "user", "content": "the cat"}],
+            })),
+        )
+    };
+    let text = |v: &serde_json::Value| {
+        v["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (status, base) = chat("tiny");
+    assert_eq!(status, 200, "{base}");
+    let (status, tuned) = chat("tiny-faq");
+    assert_eq!(status, 200, "{tuned}");
+    assert_eq!(text(&base), base_cli);
+    assert_eq!(text(&tuned), tuned_cli);
+    assert_ne!(text(&base), text(&tuned));
+    assert_eq!(tuned["model"], "tiny+tiny-faq");
+    let (_, same) = chat("tiny+tiny-faq");
+    assert_eq!(text(&same), tuned_cli);
+
+    let (status, listing) = server.get("/api/adapters");
+    assert_eq!(status, 200);
+    assert_eq!(listing["adapters"][0]["name"], "tiny-faq");
+    assert_eq!(listing["adapters"][0]["served"], true);
+    assert!(
+        listing["adapters"][0]["report"]["verdict"].is_string(),
+        "{listing}"
+    );
+
+    let (status, _) = server.request("POST", "/api/adapters/tiny-faq/unload", None);
+    assert_eq!(status, 200);
+    let (status, err) = chat("tiny-faq");
+    assert_eq!(status, 404, "{err}");
+    let (status, loaded) = server.request("POST", "/api/adapters/tiny-faq/load", None);
+    assert_eq!(status, 200, "{loaded}");
+    assert_eq!(loaded["model"], "tiny+tiny-faq");
+    let (status, again) = chat("tiny-faq");
+    assert_eq!(status, 200);
+    assert_eq!(text(&again), tuned_cli);
+    let (status, _) = server.request("POST", "/api/adapters/nope/load", None);
+    assert_eq!(status, 404);
+}
+
+/// A trained adapter, given by name, changes what `kura generate` says; given by a
+/// folder that is not an adapter, it is refused with a clear message.
+#[test]
+fn generate_applies_a_trained_adapter() {
+    let dir = tempfile::tempdir().unwrap();
+    let (home, models) = trained_tiny(dir.path());
+    let home_s = home.to_str().unwrap();
+    let models_s = models.to_str().unwrap();
 
     let gen = |extra: &[&str]| {
         let mut args = vec![

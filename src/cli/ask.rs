@@ -49,6 +49,10 @@ pub struct AskArgs {
     /// Embedding model (must be the one the collection was indexed with).
     #[arg(long)]
     pub embedding_model: Option<String>,
+    /// A LoRA adapter to answer with: a name under `<data>/adapters/` (see `kura
+    /// train`) or a PEFT folder.
+    #[arg(long)]
+    pub adapter: Option<String>,
 }
 
 /// `kura chat`: plain chat, or with `--rag` grounded answers from the documents.
@@ -67,6 +71,9 @@ pub struct ChatArgs {
     /// With --rag: sources placed in the prompt.
     #[arg(long, default_value_t = 4)]
     pub top_k: usize,
+    /// A LoRA adapter to chat with: a name under `<data>/adapters/` or a PEFT folder.
+    #[arg(long)]
+    pub adapter: Option<String>,
 }
 
 /// `kura eval rag`
@@ -278,15 +285,20 @@ pub(super) fn ask_cmd(args: AskArgs, paths: &Paths, json_out: bool) -> Result<Ex
         .await?;
         anyhow::Ok((catalog, index, sources))
     })?;
-    let llm = llm
+    let mut llm = llm
         .join()
         .map_err(|_| anyhow::anyhow!("loading the chat model panicked"))??;
+    let adapters: Vec<_> = match &args.adapter {
+        Some(spec) => vec![super::train::attach_adapter(&mut llm.model, spec, paths)?],
+        None => Vec::new(),
+    };
     let cancel = super::llm::cancel_on_ctrl_c();
     let answerer = Answerer {
         llm: &llm,
         embedder: &embedder,
         catalog: &catalog,
         index: &index,
+        adapters: &adapters,
     };
     let mut stdout = std::io::stdout();
     let mut streamed = false;
@@ -325,7 +337,7 @@ pub(super) fn ask_cmd(args: AskArgs, paths: &Paths, json_out: bool) -> Result<Ex
 /// `kura chat --rag`: a conversation over the documents; each follow-up is
 /// rewritten into a standalone question before retrieval.
 pub(super) fn chat_rag_cmd(args: ChatArgs, paths: &Paths) -> Result<ExitCode> {
-    let llm = load_llm(paths, args.model.model.as_deref(), args.model.device)?;
+    let mut llm = load_llm(paths, args.model.model.as_deref(), args.model.device)?;
     let embedder = load_embedder(paths, None)?;
     let rt = runtime()?;
     let (catalog, index, collections) = rt.block_on(async {
@@ -335,11 +347,16 @@ pub(super) fn chat_rag_cmd(args: ChatArgs, paths: &Paths) -> Result<ExitCode> {
         index.sync(&catalog).await?;
         anyhow::Ok((catalog, index, collections))
     })?;
+    let adapters: Vec<_> = match &args.adapter {
+        Some(spec) => vec![super::train::attach_adapter(&mut llm.model, spec, paths)?],
+        None => Vec::new(),
+    };
     let answerer = Answerer {
         llm: &llm,
         embedder: &embedder,
         catalog: &catalog,
         index: &index,
+        adapters: &adapters,
     };
     let opts = AskOptions {
         top_k: args.top_k,
@@ -605,6 +622,7 @@ pub(super) fn eval_rag_cmd(args: EvalRagArgs, paths: &Paths, json_out: bool) -> 
         embedder: &embedder,
         catalog: &catalog,
         index: &index,
+        adapters: &[],
     };
     let mut rag_out = Vec::new();
     let mut cb_out = Vec::new();

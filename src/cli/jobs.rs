@@ -327,11 +327,15 @@ fn run_one(
         }
     };
     let outcome = trainer.run(Some(&stop), &mut on_step)?;
+    drop(trainer);
     if let Some(e) = report_err {
         return Err(e);
     }
     if outcome.finished {
         let published: PathBuf = publish_adapter(&outcome, &name, paths)?;
+        if outcome.base_eval_loss.is_some() {
+            super::train::report_after_training(&job.folder, &published, device, json_out);
+        }
         if !json_out {
             eprintln!("adapter saved to {}", published.display());
         }

@@ -188,10 +188,15 @@ pub(super) fn generate_cmd(args: GenerateArgs, paths: &Paths, json_out: bool) ->
     Ok(ExitCode::SUCCESS)
 }
 
-pub(super) fn chat_cmd(args: ModelArgs, paths: &Paths) -> Result<ExitCode> {
-    let llm = load_llm(paths, args.model.as_deref(), args.device)?;
+pub(super) fn chat_cmd(args: ModelArgs, adapter: Option<&str>, paths: &Paths) -> Result<ExitCode> {
+    let mut llm = load_llm(paths, args.model.as_deref(), args.device)?;
+    let adapter = match adapter {
+        Some(spec) => Some(super::train::attach_adapter(&mut llm.model, spec, paths)?),
+        None => None,
+    };
     let cancel = cancel_on_ctrl_c();
     let mut session = llm.model.new_session();
+    session.set_adapters(adapter.into_iter().collect());
     let mut history: Vec<ChatMessage> = Vec::new();
     eprintln!("kura chat — /reset で履歴を消去 (clear history), /exit または Ctrl-D で終了 (quit); Ctrl-C stops an answer");
     let stdin = std::io::stdin();

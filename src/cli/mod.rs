@@ -96,6 +96,9 @@ pub enum EvalCommand {
     /// Grounded answers vs the same model without retrieval: accuracy, citation
     /// precision, refusals (`--calibrate`: the refusal thresholds' data).
     Rag(ask::EvalRagArgs),
+    /// "Did it help?": a LoRA adapter vs its base model on held-out examples (loss,
+    /// perplexity, exact match, character F1); writes report.json + report.png.
+    Adapter(train::EvalAdapterArgs),
 }
 
 /// `kura bench …`
@@ -204,7 +207,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Doctor => models::doctor(&paths, cli.json),
         Command::Generate(args) => llm::generate_cmd(args, &paths, cli.json),
         Command::Chat(args) if args.rag => ask::chat_rag_cmd(args, &paths),
-        Command::Chat(args) => llm::chat_cmd(args.model, &paths),
+        Command::Chat(args) => llm::chat_cmd(args.model, args.adapter.as_deref(), &paths),
         Command::Ask(args) => ask::ask_cmd(args, &paths, cli.json),
         Command::Ingest(args) => docs::ingest_cmd(args, &paths, cli.json),
         Command::Search(args) => docs::search_cmd(args, &paths, cli.json),
@@ -215,6 +218,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             docs::eval_retrieval_cmd(args, &paths, cli.json)
         }
         Command::Eval(EvalCommand::Rag(args)) => ask::eval_rag_cmd(args, &paths, cli.json),
+        Command::Eval(EvalCommand::Adapter(args)) => {
+            train::eval_adapter_cmd(args, &paths, cli.json)
+        }
         Command::Bench(BenchCommand::Index(args)) => docs::bench_index_cmd(args, &paths, cli.json),
         Command::Bench(BenchCommand::Embed(args)) => docs::bench_embed_cmd(args, &paths, cli.json),
         Command::Bench(BenchCommand::Ingest(args)) => {

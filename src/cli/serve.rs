@@ -48,6 +48,11 @@ pub struct ServeArgs {
     /// Where the chat models run: cpu, or cuda[:N] (builds with `--features cuda`).
     #[arg(long, default_value = "cpu", env = "KURA_DEVICE")]
     pub device: DeviceChoice,
+    /// LoRA adapters to serve from the start (names under `<data>/adapters/`, or PEFT
+    /// folders; repeatable). Requests pick one with `"model": "NAME"`; more can be
+    /// loaded and unloaded while running (`POST /api/adapters/NAME/load`).
+    #[arg(long = "adapter", value_name = "NAME")]
+    pub adapters: Vec<String>,
 }
 
 pub(super) fn serve_cmd(args: ServeArgs, paths: &Paths, json_out: bool) -> Result<ExitCode> {
@@ -62,6 +67,18 @@ pub(super) fn serve_cmd(args: ServeArgs, paths: &Paths, json_out: bool) -> Resul
         args.embedding_model.as_deref(),
         &device,
     )?;
+    for spec in &args.adapters {
+        let (name, dir) = super::train::adapter_folder(spec, paths)?;
+        let served = models.load_adapter(&name, &dir, None)?;
+        if !json_out {
+            eprintln!(
+                "  adapter `{}` on {} → model `{}`",
+                served.name,
+                served.base,
+                served.model_id()
+            );
+        }
+    }
     let names = models.names();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -82,6 +99,7 @@ pub(super) fn serve_cmd(args: ServeArgs, paths: &Paths, json_out: bool) -> Resul
             context_length: args.context_length,
             ui_dir: args.ui_dir.clone().or_else(server::ui::default_dir),
             models_dir: Some(paths.models_dir.clone()),
+            adapters_dir: Some(paths.adapters_dir()),
             ..ServerOptions::default()
         },
         library,

@@ -14,9 +14,10 @@ use super::print_json;
 use crate::llm::{DeviceChoice, Model};
 use crate::models::{Registry, Role};
 use crate::paths::Paths;
+use crate::train::evaluate::EvalProgress;
 use crate::train::{
-    dataset, load_peft, DatasetStore, PeftLayout, RunInfo, StepReport, TrainJob, TrainOutcome,
-    TrainRun, Trainer,
+    dataset, evaluate_adapter, load_peft, read_metrics, AdapterReport, DatasetStore, EvalOptions,
+    PeftLayout, RunInfo, StepReport, TrainJob, TrainOutcome, TrainRun, Trainer,
 };
 
 /// `kura dataset …`
@@ -73,6 +74,35 @@ pub struct TrainRunArgs {
     #[arg(long)]
     pub output: Option<PathBuf>,
     /// Where to train (cpu; cuda[:N] in builds with `--features cuda`).
+    #[arg(long, default_value = "cpu", env = "KURA_DEVICE")]
+    pub device: DeviceChoice,
+}
+
+/// `kura eval adapter`
+#[derive(Debug, Args)]
+pub struct EvalAdapterArgs {
+    /// A job (its name under `<data>/jobs/`, or its folder) or an adapter (a name
+    /// under `<data>/adapters/`, or a PEFT folder).
+    pub name: String,
+    /// Held-out examples (JSONL, OpenAI or Alpaca lines; the last assistant message is
+    /// the reference). Default: the job's eval split.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// The base model (registry name or GGUF path). Default: the job's, or the
+    /// adapter config's `base_model_name_or_path`.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Score at most this many examples.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Tokens per held-out answer (greedy).
+    #[arg(long, default_value_t = 64)]
+    pub max_tokens: usize,
+    /// Where to write report.json and report.png (default: the job's or adapter's
+    /// folder, `report/`).
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// Where to run.
     #[arg(long, default_value = "cpu", env = "KURA_DEVICE")]
     pub device: DeviceChoice,
 }
@@ -228,7 +258,12 @@ fn drive(run: TrainRun, device: DeviceChoice, paths: &Paths, json_out: bool) -> 
         }
     };
     let outcome = trainer.run(Some(&stop), &mut on_step)?;
-    finish(&outcome, &dir, &name, paths, json_out)
+    drop(trainer);
+    let code = finish(&outcome, &dir, &name, paths, json_out)?;
+    if outcome.finished && outcome.base_eval_loss.is_some() {
+        report_after_training(&dir, &paths.adapters_dir().join(&name), &device, json_out);
+    }
+    Ok(code)
 }
 
 pub(super) fn progress_line(r: &StepReport) -> String {
@@ -325,6 +360,28 @@ pub(super) fn publish_adapter(
     Ok(published)
 }
 
+/// The PEFT folder of adapter `spec` (a folder, or a name under `<data>/adapters/`)
+/// and the name it goes by.
+pub(super) fn adapter_folder(spec: &str, paths: &Paths) -> Result<(String, PathBuf)> {
+    let dir = if Path::new(spec).join("adapter_config.json").is_file() {
+        PathBuf::from(spec)
+    } else {
+        let named = paths.adapters_dir().join(spec);
+        if !named.join("adapter_config.json").is_file() {
+            bail!(
+                "no adapter `{spec}`: give a PEFT folder (with adapter_config.json) or the name of one in {} (アダプタが見つかりません)",
+                paths.adapters_dir().display()
+            );
+        }
+        named
+    };
+    let name = std::fs::canonicalize(&dir)
+        .ok()
+        .and_then(|d| d.file_name().map(|n| n.to_string_lossy().to_string()))
+        .unwrap_or_else(|| spec.to_string());
+    Ok((name, dir))
+}
+
 /// Attaches the PEFT adapter `spec` (a folder, or a name under `<data>/adapters/`)
 /// to `model`; returns its id for the session.
 pub(super) fn attach_adapter(
@@ -332,22 +389,255 @@ pub(super) fn attach_adapter(
     spec: &str,
     paths: &Paths,
 ) -> Result<crate::llm::AdapterId> {
-    let dir = if Path::new(spec).join("adapter_config.json").is_file() {
-        PathBuf::from(spec)
-    } else {
-        let named = paths.adapters_dir().join(spec);
-        if !named.join("adapter_config.json").is_file() {
-            bail!(
-                "no adapter `{spec}`: give a PEFT folder (with adapter_config.json) or the name of one in {}",
-                paths.adapters_dir().display()
-            );
-        }
-        named
-    };
+    let (name, dir) = adapter_folder(spec, paths)?;
     let layout = PeftLayout::of(model);
     let adapter = load_peft(&dir, &layout, &model.device().clone())?;
     let id = model
-        .attach_adapter(spec, adapter.adapters)
+        .attach_adapter(&name, adapter.adapters)
         .with_context(|| format!("attaching {}", dir.display()))?;
     Ok(id)
+}
+
+/// What `kura eval adapter NAME` is about: the adapter, its base model, the held-out
+/// data and (for a job) its loss log.
+struct AdapterTarget {
+    name: String,
+    adapter_dir: PathBuf,
+    info: RunInfo,
+    eval: Option<PathBuf>,
+    metrics: Option<PathBuf>,
+    report_dir: PathBuf,
+}
+
+fn resolve_adapter_target(args: &EvalAdapterArgs, paths: &Paths) -> Result<AdapterTarget> {
+    let as_path = Path::new(&args.name);
+    let job_dir = [as_path.to_path_buf(), paths.jobs_dir().join(&args.name)]
+        .into_iter()
+        .find(|d| d.join("job.toml").is_file() && d.join("run.json").is_file());
+    if let Some(dir) = job_dir {
+        let run = TrainRun::open(&dir)
+            .with_context(|| format!("opening the job folder {}", dir.display()))?;
+        let adapter_dir = run.adapter_dir();
+        if !adapter_dir.join("adapter_config.json").is_file() {
+            bail!(
+                "job `{}` has no finished adapter yet ({} is missing): let it finish or \
+                 `kura train resume {}` first",
+                run.job.name,
+                adapter_dir.join("adapter_config.json").display(),
+                dir.display()
+            );
+        }
+        let info = match &args.model {
+            Some(m) => resolve_model(paths, m)?,
+            None => run.info.clone(),
+        };
+        return Ok(AdapterTarget {
+            name: run.job.name.clone(),
+            adapter_dir,
+            info,
+            eval: Some(dir.join("data/eval.jsonl")),
+            metrics: Some(run.metrics_path()),
+            report_dir: dir.join("report"),
+        });
+    }
+    let adapter_dir = [as_path.to_path_buf(), paths.adapters_dir().join(&args.name)]
+        .into_iter()
+        .find(|d| d.join("adapter_config.json").is_file())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "no job or adapter `{}`: give a job name ({}), an adapter name ({}) or a folder \
+                 (ジョブまたはアダプタが見つかりません)",
+                args.name,
+                paths.jobs_dir().display(),
+                paths.adapters_dir().display()
+            )
+        })?;
+    let model = match &args.model {
+        Some(m) => m.clone(),
+        None => {
+            let cfg = adapter_dir.join("adapter_config.json");
+            let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cfg)?)
+                .with_context(|| format!("reading {}", cfg.display()))?;
+            v.get("base_model_name_or_path")
+                .and_then(|m| m.as_str())
+                .map(str::to_string)
+                .ok_or_else(|| {
+                    anyhow::anyhow!("{} names no base model: pass --model", cfg.display())
+                })?
+        }
+    };
+    let name = adapter_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| args.name.clone());
+    // A published adapter remembers nothing of its job; its job folder may still exist.
+    let job = paths.jobs_dir().join(&name);
+    let has_job = job.join("data/eval.jsonl").is_file();
+    Ok(AdapterTarget {
+        info: resolve_model(paths, &model)?,
+        eval: has_job.then(|| job.join("data/eval.jsonl")),
+        metrics: has_job.then(|| job.join("metrics.jsonl")),
+        report_dir: adapter_dir.join("report"),
+        adapter_dir,
+        name,
+    })
+}
+
+pub(super) fn eval_adapter_cmd(
+    args: EvalAdapterArgs,
+    paths: &Paths,
+    json_out: bool,
+) -> Result<ExitCode> {
+    let target = resolve_adapter_target(&args, paths)?;
+    let data = args.data.clone().or(target.eval.clone()).ok_or_else(|| {
+        anyhow::anyhow!(
+            "no held-out data for `{}`: pass --data FILE.jsonl (評価データを指定してください)",
+            target.name
+        )
+    })?;
+    let examples = dataset::read_jsonl(&data)?;
+    let options = EvalOptions {
+        max_new_tokens: args.max_tokens,
+        limit: args.limit,
+        ..EvalOptions::default()
+    };
+    let device = args.device.open()?;
+    let report = run_adapter_report(&target, &examples, &options, &device, json_out)?;
+    let out = args.output.unwrap_or(target.report_dir);
+    write_report(&report, &out, json_out)
+}
+
+/// Evaluates a job's adapter on its eval split right after it finished (the job's
+/// `report/`); a failure is printed, never fatal: the adapter is already saved.
+pub(super) fn report_after_training(
+    dir: &Path,
+    published: &Path,
+    device: &candle_core::Device,
+    json_out: bool,
+) {
+    let eval = dir.join("data/eval.jsonl");
+    let examples = match dataset::read_jsonl(&eval) {
+        Ok(e) if !e.is_empty() => e,
+        _ => return,
+    };
+    let result = (|| -> Result<()> {
+        let run = TrainRun::open(dir)?;
+        let target = AdapterTarget {
+            name: run.job.name.clone(),
+            adapter_dir: run.adapter_dir(),
+            info: run.info.clone(),
+            eval: Some(eval.clone()),
+            metrics: Some(run.metrics_path()),
+            report_dir: dir.join("report"),
+        };
+        let options = EvalOptions {
+            max_seq_len: run.job.train.max_seq_len,
+            ..EvalOptions::default()
+        };
+        let report = run_adapter_report(&target, &examples, &options, device, json_out)?;
+        write_report(&report, &target.report_dir, json_out)?;
+        // The published adapter carries its report (the UI shows it next to "activate").
+        let copy = published.join("report");
+        std::fs::create_dir_all(&copy)?;
+        for f in ["report.json", "report.png"] {
+            if target.report_dir.join(f).is_file() {
+                std::fs::copy(target.report_dir.join(f), copy.join(f))?;
+            }
+        }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        eprintln!("warning: the base-vs-adapter report failed: {e:#} (the adapter is saved)");
+    }
+}
+
+fn run_adapter_report(
+    target: &AdapterTarget,
+    examples: &[dataset::Example],
+    options: &EvalOptions,
+    device: &candle_core::Device,
+    json_out: bool,
+) -> Result<AdapterReport> {
+    let cancel = super::llm::cancel_on_ctrl_c();
+    let mut progress = |p: EvalProgress| {
+        if json_out {
+            return;
+        }
+        match p {
+            EvalProgress::Loss => eprintln!(
+                "scoring `{}` against {} on {} held-out examples: loss…",
+                target.name,
+                target.info.base_model,
+                examples.len().min(options.limit.unwrap_or(usize::MAX))
+            ),
+            EvalProgress::Answer { done, total } => {
+                eprint!("\ranswers {}/{total}", done + 1);
+                if done + 1 == total {
+                    eprintln!();
+                }
+            }
+        }
+    };
+    let report = evaluate_adapter(
+        &target.name,
+        &target.info.base_model,
+        &target.info.model_path,
+        &target.adapter_dir,
+        examples,
+        options,
+        device,
+        Some(&cancel),
+        &mut progress,
+    )?;
+    Ok(match target.metrics.as_deref().filter(|m| m.is_file()) {
+        Some(m) => report.with_curves(&read_metrics(m)?),
+        None => report,
+    })
+}
+
+fn write_report(report: &AdapterReport, out: &Path, json_out: bool) -> Result<ExitCode> {
+    let written = report.write(out);
+    if json_out {
+        print_json(&serde_json::to_value(report)?);
+    } else {
+        let f = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.3}"));
+        println!("{:<22} {:>10} {:>10}", "", "base", "adapter");
+        println!(
+            "{:<22} {:>10} {:>10}",
+            "eval loss",
+            f(report.base.loss),
+            f(report.tuned.loss)
+        );
+        println!(
+            "{:<22} {:>10} {:>10}",
+            "perplexity",
+            f(report.base.perplexity),
+            f(report.tuned.perplexity)
+        );
+        for (label, b, t) in [
+            (
+                "exact match",
+                report.base.exact_match,
+                report.tuned.exact_match,
+            ),
+            ("character F1", report.base.char_f1, report.tuned.char_f1),
+            (
+                "contains reference",
+                report.base.contains_reference,
+                report.tuned.contains_reference,
+            ),
+        ] {
+            println!("{label:<22} {b:>10.3} {t:>10.3}");
+        }
+        println!("{}", report.summary);
+    }
+    match written {
+        Ok((json, png)) => {
+            if !json_out {
+                println!("report: {} , {}", json.display(), png.display());
+            }
+        }
+        Err(e) => eprintln!("warning: report in {} incomplete: {e}", out.display()),
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -253,7 +253,11 @@ pub fn generate(
 }
 
 /// A chat model ready to use: weights, tokenizer and chat template from one GGUF file.
-#[derive(Debug)]
+///
+/// Cloning is cheap for the weights (the quantized tensors are shared, not copied):
+/// the server clones a model to attach a LoRA adapter to the copy while requests keep
+/// running on the original.
+#[derive(Debug, Clone)]
 pub struct Llm {
     /// The weights.
     pub model: Model,

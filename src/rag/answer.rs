@@ -233,6 +233,8 @@ pub struct Answerer<'a> {
     pub catalog: &'a Catalog,
     /// The search index.
     pub index: &'a SearchIndex,
+    /// LoRA adapters of `llm` to answer with (empty: the base model).
+    pub adapters: &'a [crate::llm::AdapterId],
 }
 
 impl Answerer<'_> {
@@ -347,6 +349,7 @@ impl Answerer<'_> {
             ..GenerateParams::default()
         };
         let mut session = self.llm.model.new_session();
+        session.set_adapters(self.adapters.to_vec());
         let mut first: Option<Duration> = None;
         let g = self
             .llm

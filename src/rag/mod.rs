@@ -25,7 +25,7 @@
 //! # async fn f() -> Result<(), Box<dyn std::error::Error>> {
 //! use kura::rag::{Answerer, AskOptions, AskRequest};
 //! # let (llm, embedder, catalog, index): (kura::llm::Llm, kura::embed::Embedder, kura::catalog::Catalog, kura::index::SearchIndex) = todo!();
-//! let answerer = Answerer { llm: &llm, embedder: &embedder, catalog: &catalog, index: &index };
+//! let answerer = Answerer { llm: &llm, embedder: &embedder, catalog: &catalog, index: &index, adapters: &[] };
 //! let collections = vec![catalog.collection("samples").await?.id];
 //! let handle = tokio::runtime::Handle::current();
 //! let request = AskRequest { question: "有給休暇は何日前までに申請しますか？", history: &[],

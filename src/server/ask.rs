@@ -240,6 +240,7 @@ pub async fn ask(State(state): State<Arc<ServerState>>, body: Bytes) -> Result<R
                 embedder: &lib.embedder,
                 catalog: &lib.catalog,
                 index: &index,
+                adapters: &route.adapters,
             };
             let request = AskRequest {
                 question: &question,

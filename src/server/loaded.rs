@@ -4,13 +4,19 @@
 //! Chat models are loaded once, verified against `models.toml` first, and shared
 //! read-only (`Arc<Llm>`) by every request. A request names its model by its registry
 //! name (`kura models list`); no name means the first chat model loaded. The result is
-//! a [`ChatRoute`]: the weights plus the LoRA adapters to run them with. Adapters are
-//! empty today; when the LoRA issue serves tuned models, a name such as
-//! `qwen2.5-coder-0.5b-instruct+manuals` resolves here to the base model with the
-//! adapter's [`AdapterId`] — nothing else in the server has to change, because each
-//! request's session selects its adapters.
+//! a [`ChatRoute`]: the weights plus the LoRA adapters to run them with.
+//!
+//! **Adapters are served by name.** A LoRA adapter (a PEFT folder, usually one trained
+//! by `kura train` and published in `<data>/adapters/NAME`) is loaded onto a shallow
+//! copy of its base model — the quantized weights are shared, only the small A/B
+//! matrices are new — and requests select it with `"model": "NAME"` or
+//! `"model": "BASE+NAME"`. Loading and unloading swap entries in a list under a lock
+//! held for microseconds; a request resolves its route once and keeps its own `Arc`
+//! of the model, so requests in flight finish on what they started with and the
+//! server never restarts.
 
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
 use candle_core::Device;
 
@@ -48,6 +54,28 @@ pub struct ChatRoute {
     pub adapters: Vec<AdapterId>,
 }
 
+/// A LoRA adapter the server can route requests to.
+#[derive(Debug, Clone)]
+pub struct ServedAdapter {
+    /// The adapter's name (its folder's name).
+    pub name: String,
+    /// The chat model it was trained on.
+    pub base: String,
+    /// Its PEFT folder.
+    pub dir: PathBuf,
+    /// A copy of the base model sharing its weights, with this adapter attached.
+    pub llm: Arc<Llm>,
+    /// The adapter's id in `llm`.
+    pub id: AdapterId,
+}
+
+impl ServedAdapter {
+    /// The name `/v1/models` lists: `BASE+NAME`.
+    pub fn model_id(&self) -> String {
+        format!("{}+{}", self.base, self.name)
+    }
+}
+
 /// Why the server could not load its models.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -72,6 +100,14 @@ pub enum LoadError {
         /// Why.
         source: crate::llm::LlmError,
     },
+    /// A LoRA adapter could not be served.
+    #[error("adapter `{name}`: {reason} (アダプタを読み込めません)")]
+    Adapter {
+        /// The adapter.
+        name: String,
+        /// Why.
+        reason: String,
+    },
     /// The embedding model file could not be loaded.
     #[error("loading the embedding model `{name}`: {source}")]
     Embedding {
@@ -87,6 +123,7 @@ pub enum LoadError {
 pub struct LoadedModels {
     chat: Vec<ChatModel>,
     embedding: Option<EmbeddingModel>,
+    adapters: Arc<RwLock<Vec<ServedAdapter>>>,
 }
 
 impl LoadedModels {
@@ -152,12 +189,107 @@ impl LoadedModels {
         Ok(Self {
             chat: models,
             embedding,
+            adapters: Arc::default(),
         })
     }
 
     /// Models loaded elsewhere (tests, an embedding application).
     pub fn from_parts(chat: Vec<ChatModel>, embedding: Option<EmbeddingModel>) -> Self {
-        Self { chat, embedding }
+        Self {
+            chat,
+            embedding,
+            adapters: Arc::default(),
+        }
+    }
+
+    /// The adapters being served.
+    pub fn adapters(&self) -> Vec<ServedAdapter> {
+        self.adapters.read().expect("adapter list lock").clone()
+    }
+
+    /// Serves the PEFT adapter in `dir` as `name` (replacing one of that name). Its
+    /// base is `base`, else the chat model its `adapter_config.json` names, else the
+    /// only chat model loaded. Blocking (reads the file): call it off the executor.
+    pub fn load_adapter(
+        &self,
+        name: &str,
+        dir: &Path,
+        base: Option<&str>,
+    ) -> Result<ServedAdapter, LoadError> {
+        let fail = |reason: String| LoadError::Adapter {
+            name: name.to_string(),
+            reason,
+        };
+        let cfg_path = dir.join("adapter_config.json");
+        let cfg: serde_json::Value = std::fs::read_to_string(&cfg_path)
+            .map_err(|e| format!("{}: {e}", cfg_path.display()))
+            .and_then(|t| {
+                serde_json::from_str(&t).map_err(|e| format!("{}: {e}", cfg_path.display()))
+            })
+            .map_err(fail)?;
+        let named = base.map(str::to_string).or_else(|| {
+            cfg.get("base_model_name_or_path")
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+        });
+        let model = match named.as_deref() {
+            Some(b) => self
+                .chat
+                .iter()
+                .find(|m| m.name == b)
+                .or(match self.chat.as_slice() {
+                    [only] if base.is_none() => Some(only),
+                    _ => None,
+                }),
+            None => self.chat.first(),
+        }
+        .ok_or_else(|| {
+            fail(format!(
+                "its base model `{}` is not loaded (loaded: {})",
+                named.unwrap_or_default(),
+                self.chat
+                    .iter()
+                    .map(|m| m.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })?;
+        let mut llm = (*model.llm).clone();
+        let layout = crate::train::PeftLayout::of(&llm.model);
+        let device = llm.model.device().clone();
+        let peft =
+            crate::train::load_peft(dir, &layout, &device).map_err(|e| fail(e.to_string()))?;
+        let id = llm
+            .model
+            .attach_adapter(name, peft.adapters)
+            .map_err(|e| fail(e.to_string()))?;
+        let served = ServedAdapter {
+            name: name.to_string(),
+            base: model.name.clone(),
+            dir: dir.to_path_buf(),
+            llm: Arc::new(llm),
+            id,
+        };
+        let mut list = self.adapters.write().expect("adapter list lock");
+        list.retain(|a| a.name != name);
+        list.push(served.clone());
+        Ok(served)
+    }
+
+    /// Stops serving adapter `name`; requests already running with it finish.
+    /// Returns whether it was served.
+    pub fn unload_adapter(&self, name: &str) -> bool {
+        let mut list = self.adapters.write().expect("adapter list lock");
+        let before = list.len();
+        list.retain(|a| a.name != name);
+        list.len() != before
+    }
+
+    fn find_adapter(&self, requested: &str) -> Option<ServedAdapter> {
+        let list = self.adapters.read().expect("adapter list lock");
+        list.iter()
+            .find(|a| a.name == requested || a.model_id() == requested)
+            .cloned()
     }
 
     /// The chat models, the default first.
@@ -175,6 +307,7 @@ impl LoadedModels {
         self.chat
             .iter()
             .map(|m| m.name.clone())
+            .chain(self.adapters().iter().map(ServedAdapter::model_id))
             .chain(self.embedding.iter().map(|m| m.name.clone()))
             .collect()
     }
@@ -194,6 +327,13 @@ impl LoadedModels {
             }),
             None => {
                 let name = requested.unwrap_or_default();
+                if let Some(a) = self.find_adapter(name) {
+                    return Ok(ChatRoute {
+                        name: a.model_id(),
+                        llm: a.llm,
+                        adapters: vec![a.id],
+                    });
+                }
                 if self.embedding.as_ref().is_some_and(|e| e.name == name) {
                     return Err(ApiError::bad_request(
                         format!("`{name}` is an embedding model: use it with /v1/embeddings"),

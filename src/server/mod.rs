@@ -13,6 +13,7 @@
 //! | `POST /api/ask` | a grounded answer with citations, streamed (SSE) ([`ask`]) |
 //! | `GET /api/collections`, `/api/chunks/{id}/page` | the library, for the UI ([`ask`]) |
 //! | `/api/ingest…`, `/api/collections/{name}/documents`, `/api/documents/{id}`, `/api/models`, `/api/feedback` | documents, ingest jobs, models, feedback, for the UI ([`library_api`]) |
+//! | `GET /api/adapters`, `POST /api/adapters/{name}/load`, `…/unload`, `…/report.png` | LoRA adapters served by name, loaded and unloaded live ([`adapters_api`]) |
 //! | `GET /api/health` | status, models, queue and counters, version |
 //! | `GET /…` (anything else) | the web UI ([`ui`]): files of `ui/dist`, else `index.html` |
 //!
@@ -62,6 +63,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod adapters_api;
 pub mod ask;
 pub mod error;
 pub mod library;
@@ -84,7 +86,7 @@ use tokio::sync::Semaphore;
 
 pub use error::ApiError;
 pub use library::{Library, LibraryError};
-pub use loaded::{ChatModel, ChatRoute, EmbeddingModel, LoadError, LoadedModels};
+pub use loaded::{ChatModel, ChatRoute, EmbeddingModel, LoadError, LoadedModels, ServedAdapter};
 pub use queue::{QueueStats, Scheduler};
 
 use crate::llm::Llm;
@@ -108,6 +110,8 @@ pub struct ServerOptions {
     pub ui_dir: Option<std::path::PathBuf>,
     /// The models folder, for `/api/models` (`None`: that route answers 503).
     pub models_dir: Option<std::path::PathBuf>,
+    /// The trained adapters (`<data>/adapters`), for `/api/adapters` (`None`: 503).
+    pub adapters_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for ServerOptions {
@@ -119,6 +123,7 @@ impl Default for ServerOptions {
             embedding_concurrency: 1,
             ui_dir: None,
             models_dir: None,
+            adapters_dir: None,
         }
     }
 }
@@ -194,6 +199,7 @@ pub fn routes() -> Router<Arc<ServerState>> {
     openai::routes()
         .merge(ask::routes())
         .merge(library_api::routes())
+        .merge(adapters_api::routes())
         .route("/api/health", get(health))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -933,6 +933,13 @@ fn model_objects(state: &ServerState) -> Vec<Value> {
             })
         })
         .collect();
+    for a in state.models.adapters() {
+        out.push(json!({
+            "id": a.model_id(), "object": "model", "created": created, "owned_by": "kura",
+            "role": "chat", "parent": a.base, "adapter": a.name,
+            "context_length": state.context_length(&a.llm),
+        }));
+    }
     if let Some(e) = state.models.embedding() {
         out.push(json!({
             "id": e.name, "object": "model", "created": created, "owned_by": "kura",

@@ -19,6 +19,8 @@
 //! | `model.rs` | [`LoraModel`]: dense base + adapters, the masked cross-entropy |
 //! | `optim.rs` | AdamW with savable state, warm-up + cosine schedule, global-norm clipping |
 //! | `checkpoint.rs` | atomic checkpoints (adapter, optimizer, schedule, RNG, data position) |
+//! | `evaluate.rs` | "did it help?": base vs base + adapter on held-out examples (loss, answers), [`AdapterReport`] |
+//! | `plot.rs` | the report's PNG (plotters) |
 //! | `trainer.rs` | [`TrainJob`] (`job.toml`), [`TrainRun`] (the job's folder), [`Trainer`] |
 //!
 //! ```no_run
@@ -40,12 +42,15 @@
 
 pub mod checkpoint;
 pub mod dataset;
+pub mod evaluate;
 pub mod lora;
 pub mod model;
 pub mod optim;
+pub mod plot;
 pub mod trainer;
 
 pub use dataset::{DatasetError, DatasetStore, Example, TokenizedExample};
+pub use evaluate::{evaluate_adapter, AdapterReport, EvalOptions, Scores, Verdict};
 pub use lora::{load_peft, save_peft, LoraConfig, LoraWeights, PeftAdapter, PeftLayout, Target};
 pub use model::LoraModel;
 pub use trainer::{
@@ -83,6 +88,9 @@ pub enum TrainError {
     /// An adapter folder is invalid or does not fit the model.
     #[error("adapter: {0}")]
     Adapter(String),
+    /// The report's PNG could not be drawn.
+    #[error("plot: {0}")]
+    Plot(String),
     /// After cutting to `max_seq_len`, no example keeps an assistant token.
     #[error(
         "no trainable example: {skipped} examples have no assistant token within the first \

@@ -78,37 +78,8 @@ impl LoraModel {
         with_adapter: bool,
         dropout: Option<&LoraDropout>,
     ) -> Result<(Tensor, usize), TrainError> {
-        let device = self.model.device();
-        let len = batch.iter().map(|e| e.ids.len()).max().unwrap_or(0);
-        let mut ids = Vec::with_capacity(batch.len() * len);
-        let mut rows = Vec::new();
-        let mut targets = Vec::new();
-        for (r, ex) in batch.iter().enumerate() {
-            ids.extend_from_slice(&ex.ids);
-            ids.extend(std::iter::repeat_n(0u32, len - ex.ids.len()));
-            for t in 0..ex.ids.len().saturating_sub(1) {
-                if ex.mask[t + 1] == 1 {
-                    rows.push((r * len + t) as u32);
-                    targets.push(ex.ids[t + 1]);
-                }
-            }
-        }
-        let n = rows.len();
-        if n == 0 {
-            return Ok((Tensor::zeros((), self.dtype, device)?, 0));
-        }
-        let ids = Tensor::from_vec(ids, (batch.len(), len), device)?;
         let active: &[AdapterId] = if with_adapter { &[self.adapter] } else { &[] };
-        let hidden = self.model.forward_train(&ids, active, dropout)?;
-        let hidden_size = hidden.dim(D::Minus1)?;
-        let picked = hidden
-            .reshape((batch.len() * len, hidden_size))?
-            .index_select(&Tensor::new(rows.as_slice(), device)?, 0)?;
-        let logits = self.model.lm_head().forward_train(&picked, &[], None)?;
-        let log_probs = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-        let targets = Tensor::from_vec(targets, (n, 1), device)?;
-        let nll = log_probs.gather(&targets, 1)?.sum_all()?.neg()?;
-        Ok((nll, n))
+        masked_nll(&self.model, batch, active, dropout, self.dtype)
     }
 
     /// Mean per-token loss over `examples` (no gradient), `batch_size` at a time.
@@ -127,4 +98,46 @@ impl LoraModel {
         }
         Ok((count > 0).then(|| sum / count as f64))
     }
+}
+
+/// The summed negative log-likelihood of the assistant tokens of `batch` under the
+/// dense training `model` with the adapters `active`, and how many tokens it sums
+/// over (the loss of [`LoraModel::nll`], also used to score saved adapters).
+pub fn masked_nll(
+    model: &Model,
+    batch: &[&TokenizedExample],
+    active: &[AdapterId],
+    dropout: Option<&LoraDropout>,
+    dtype: DType,
+) -> Result<(Tensor, usize), TrainError> {
+    let device = model.device();
+    let len = batch.iter().map(|e| e.ids.len()).max().unwrap_or(0);
+    let mut ids = Vec::with_capacity(batch.len() * len);
+    let mut rows = Vec::new();
+    let mut targets = Vec::new();
+    for (r, ex) in batch.iter().enumerate() {
+        ids.extend_from_slice(&ex.ids);
+        ids.extend(std::iter::repeat_n(0u32, len - ex.ids.len()));
+        for t in 0..ex.ids.len().saturating_sub(1) {
+            if ex.mask[t + 1] == 1 {
+                rows.push((r * len + t) as u32);
+                targets.push(ex.ids[t + 1]);
+            }
+        }
+    }
+    let n = rows.len();
+    if n == 0 {
+        return Ok((Tensor::zeros((), dtype, device)?, 0));
+    }
+    let ids = Tensor::from_vec(ids, (batch.len(), len), device)?;
+    let hidden = model.forward_train(&ids, active, dropout)?;
+    let hidden_size = hidden.dim(D::Minus1)?;
+    let picked = hidden
+        .reshape((batch.len() * len, hidden_size))?
+        .index_select(&Tensor::new(rows.as_slice(), device)?, 0)?;
+    let logits = model.lm_head().forward_train(&picked, &[], None)?;
+    let log_probs = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+    let targets = Tensor::from_vec(targets, (n, 1), device)?;
+    let nll = log_probs.gather(&targets, 1)?.sum_all()?.neg()?;
+    Ok((nll, n))
 }

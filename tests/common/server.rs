@@ -25,12 +25,22 @@ impl Server {
     /// Starts `kura serve` with chat model `chat` over the data folder `data` (e.g.
     /// with documents already ingested); the folder lives as long as the server.
     pub fn start_in(data: tempfile::TempDir, chat: &str, extra: &[&str]) -> Server {
-        let models = super::real_models_dir();
+        Self::start_with_models(data, &super::real_models_dir(), chat, extra)
+    }
+
+    /// Starts `kura serve` over the data folder `data` and the models folder `models`
+    /// (e.g. one holding an imported fixture model).
+    pub fn start_with_models(
+        data: tempfile::TempDir,
+        models: &std::path::Path,
+        chat: &str,
+        extra: &[&str],
+    ) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_kura"))
             .arg("--data-dir")
             .arg(data.path())
             .arg("--models-dir")
-            .arg(&models)
+            .arg(models)
             .args(["serve", "--port", "0", "--model", chat])
             .args(extra)
             .env_remove("KURA_HOME")
