@@ -542,3 +542,47 @@ fn generate_applies_a_trained_adapter() {
         out.stderr_text()
     );
 }
+
+/// A job that cannot fit in this machine's memory is refused before any weight is
+/// loaded, with what to lower — not killed by the kernel at 23:10.
+#[test]
+fn a_job_too_big_for_memory_is_refused_up_front() {
+    let dir = tempfile::tempdir().unwrap();
+    let long = "就業規則に定める手続き。".repeat(800);
+    let lines: Vec<String> = (0..64)
+        .map(|i| {
+            serde_json::json!({"messages": [
+                {"role": "user", "content": format!("規則{i}")},
+                {"role": "assistant", "content": long},
+            ]})
+            .to_string()
+        })
+        .collect();
+    let data = dir.path().join("long.jsonl");
+    std::fs::write(&data, lines.join("\n")).unwrap();
+    let job = dir.path().join("job.toml");
+    std::fs::write(
+        &job,
+        format!(
+            "name = \"huge\"\nmodel = \"qwen2.5-coder-0.5b-instruct\"\ndataset = \"{}\"\n\
+             [train]\nbatch_size = 64\nmax_seq_len = 4096\neval_fraction = 0.0\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let out = kura(&[
+        "--data-dir",
+        dir.path().join("home").to_str().unwrap(),
+        "--models-dir",
+        common::real_models_dir().to_str().unwrap(),
+        "train",
+        "run",
+        job.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = out.stderr_text();
+    assert!(err.contains("GiB of memory but"), "{err}");
+    assert!(err.contains("lower train.batch_size"), "{err}");
+    assert!(err.contains("メモリが不足"), "{err}");
+    assert!(!dir.path().join("home/jobs/huge/checkpoints").exists());
+}

@@ -242,6 +242,14 @@ fn drive(run: TrainRun, device: DeviceChoice, paths: &Paths, json_out: bool) -> 
                 trainer.total_steps()
             );
         }
+        let m = trainer.memory_estimate();
+        eprintln!(
+            "estimated peak memory {:.1} GiB{}",
+            m.total_gib(),
+            crate::train::memory::available_memory()
+                .map(|a| format!(" ({:.1} GiB available)", a as f64 / (1u64 << 30) as f64))
+                .unwrap_or_default()
+        );
         if trainer.skipped_examples() > 0 {
             eprintln!(
                 "note: {} examples have no assistant token within max_seq_len and are left out",

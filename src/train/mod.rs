@@ -16,6 +16,7 @@
 //! |---|---|
 //! | `dataset.rs` | JSONL import (OpenAI / Alpaca), validation naming line and field, seeded split, tokenization with the assistant-only loss mask, the dataset store |
 //! | `lora.rs` | targets, [`LoraConfig`], PEFT-style init, PEFT save/load |
+//! | `memory.rs` | peak-memory estimate before a job starts; refusal when it cannot fit |
 //! | `model.rs` | [`LoraModel`]: dense base + adapters, the masked cross-entropy |
 //! | `optim.rs` | AdamW with savable state, warm-up + cosine schedule, global-norm clipping |
 //! | `checkpoint.rs` | atomic checkpoints (adapter, optimizer, schedule, RNG, data position) |
@@ -44,6 +45,7 @@ pub mod checkpoint;
 pub mod dataset;
 pub mod evaluate;
 pub mod lora;
+pub mod memory;
 pub mod model;
 pub mod optim;
 pub mod plot;
@@ -88,6 +90,19 @@ pub enum TrainError {
     /// An adapter folder is invalid or does not fit the model.
     #[error("adapter: {0}")]
     Adapter(String),
+    /// The job would not fit in memory.
+    #[error(
+        "the job needs about {needed_gib:.1} GiB of memory but {available_gib:.1} GiB are \
+         available: {hint} (メモリが不足するためジョブを開始できません)"
+    )]
+    OutOfMemory {
+        /// Estimated peak.
+        needed_gib: f64,
+        /// Available now.
+        available_gib: f64,
+        /// What to lower.
+        hint: String,
+    },
     /// The report's PNG could not be drawn.
     #[error("plot: {0}")]
     Plot(String),

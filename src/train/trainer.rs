@@ -24,10 +24,11 @@
 use super::checkpoint::{self, CheckpointWriter, TrainState};
 use super::dataset::{self, Example, SplitMix64, TokenizedExample};
 use super::lora::LoraConfig;
+use super::memory::{self, MemoryEstimate, ModelShape};
 use super::model::LoraModel;
 use super::optim::{clip_grad_norm, AdamW, AdamWParams, LrSchedule};
 use super::TrainError;
-use crate::llm::{Llm, LoraDropout};
+use crate::llm::{ChatTemplate, GgufFile, LoraDropout, Tokenizer};
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -318,6 +319,7 @@ pub struct Trainer {
     train: Vec<TokenizedExample>,
     eval: Vec<TokenizedExample>,
     skipped: usize,
+    memory: MemoryEstimate,
     orders: HashMap<u64, Vec<usize>>,
     last_eval_s: f64,
     base_eval_loss: Option<f64>,
@@ -329,12 +331,16 @@ impl Trainer {
     pub fn new(run: TrainRun, device: &Device) -> Result<Self, TrainError> {
         let p = run.job.train.clone();
         let dtype = p.dtype()?;
-        let llm = Llm::load(&run.info.model_path, device)?;
+        // Tokenize and size the job before loading any weights: a job that cannot fit
+        // is refused in a second, not after minutes of loading.
+        let mut file = GgufFile::open(&run.info.model_path)?;
+        let tokenizer = Tokenizer::from_gguf(&file)?;
+        let template = ChatTemplate::from_gguf(&file)?;
         let tok = |examples: Vec<Example>| -> Result<(Vec<TokenizedExample>, usize), TrainError> {
             let mut out = Vec::with_capacity(examples.len());
             let mut skipped = 0;
             for (i, e) in examples.iter().enumerate() {
-                let t = dataset::tokenize(e, &llm.template, &llm.tokenizer, p.max_seq_len, i)?;
+                let t = dataset::tokenize(e, &template, &tokenizer, p.max_seq_len, i)?;
                 if t.target_tokens() == 0 {
                     skipped += 1;
                 } else {
@@ -353,8 +359,16 @@ impl Trainer {
                 max_seq_len: p.max_seq_len,
             });
         }
-        let lora = LoraModel::new(&llm.model, &run.job.lora, p.seed, dtype)?;
-        drop(llm);
+        let longest = train.iter().map(|t| t.ids.len()).max().unwrap_or(1);
+        let batch = p.batch_size.min(train.len());
+        let memory = MemoryEstimate::of(&ModelShape::of(&file)?, &run.job.lora, batch, longest);
+        if let Some(available) = memory::available_memory() {
+            memory.check(available, batch, longest)?;
+        }
+        let llm_model = crate::llm::Model::from_gguf(&mut file, device)?;
+        drop(file);
+        let lora = LoraModel::new(&llm_model, &run.job.lora, p.seed, dtype)?;
+        drop(llm_model);
         let vars = lora
             .lora()
             .vars()
@@ -415,6 +429,7 @@ impl Trainer {
             orders: HashMap::new(),
             last_eval_s: 0.0,
             base_eval_loss,
+            memory,
         })
     }
 
@@ -436,6 +451,11 @@ impl Trainer {
     /// The state (losses so far, data position, …).
     pub fn state(&self) -> &TrainState {
         &self.state
+    }
+
+    /// The peak memory estimated before loading (see [`super::memory`]).
+    pub fn memory_estimate(&self) -> &MemoryEstimate {
+        &self.memory
     }
 
     /// Training examples too long to keep any assistant token after cutting to
