@@ -85,6 +85,43 @@ fn dataset_import_validates_and_names_the_bad_line() {
     let list: serde_json::Value = serde_json::from_str(&out.stdout_text()).unwrap();
     assert_eq!(list[0]["name"], "faq");
     assert_eq!(list[0]["eval"], 2);
+
+    // Held-out questions written on purpose: kept as given, validated the same way.
+    let import_with_eval = |eval: &Path| {
+        kura(&[
+            "--data-dir",
+            home_s,
+            "dataset",
+            "import",
+            good.to_str().unwrap(),
+            "--name",
+            "faq-heldout",
+            "--eval",
+            eval.to_str().unwrap(),
+        ])
+    };
+    let out = import_with_eval(&bad);
+    assert!(!out.status.success());
+    assert!(
+        out.stderr_text().contains("line 2"),
+        "{}",
+        out.stderr_text()
+    );
+    let heldout = dir.path().join("heldout.jsonl");
+    std::fs::write(
+        &heldout,
+        r#"{"instruction": "where is the cat", "output": "on the mat"}"#,
+    )
+    .unwrap();
+    let out = import_with_eval(&heldout);
+    assert!(out.status.success(), "{}", out.stderr_text());
+    assert!(
+        out.stdout_text().contains("8 train + 1 eval"),
+        "{}",
+        out.stdout_text()
+    );
+    let stored = std::fs::read_to_string(home.join("datasets/faq-heldout/eval.jsonl")).unwrap();
+    assert!(stored.contains("where is the cat"), "{stored}");
 }
 
 fn write_job(path: &Path, model: &Path, data: &Path) {

@@ -36,6 +36,10 @@ pub enum DatasetCommand {
         /// Seed of the split.
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        /// Held-out examples written on purpose (e.g. paraphrased questions): FILE
+        /// is then all training data, and --eval-fraction is not used.
+        #[arg(long, value_name = "FILE.jsonl")]
+        eval: Option<PathBuf>,
     },
     /// List the imported datasets.
     List,
@@ -125,8 +129,12 @@ pub(super) fn dataset_cmd(cmd: DatasetCommand, paths: &Paths, json_out: bool) ->
             name,
             eval_fraction,
             seed,
+            eval,
         } => {
-            let info = store.import(&file, &name, eval_fraction, seed)?;
+            let info = match &eval {
+                Some(e) => store.import_with_eval(&file, e, &name)?,
+                None => store.import(&file, &name, eval_fraction, seed)?,
+            };
             if json_out {
                 print_json(&serde_json::to_value(&info)?);
             } else {

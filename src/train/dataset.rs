@@ -470,6 +470,20 @@ pub struct DatasetInfo {
     pub seed: u64,
 }
 
+/// Dataset names become folder names: letters, digits, `-`, `_`, `.`; not hidden.
+fn check_name(name: &str) -> Result<(), DatasetError> {
+    let valid = !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if valid {
+        Ok(())
+    } else {
+        Err(DatasetError::InvalidName(name.to_string()))
+    }
+}
+
 /// Imported datasets under one folder (`<data>/datasets/<name>/{train,eval}.jsonl`).
 #[derive(Debug, Clone)]
 pub struct DatasetStore {
@@ -496,23 +510,44 @@ impl DatasetStore {
         eval_fraction: f64,
         seed: u64,
     ) -> Result<DatasetInfo, DatasetError> {
-        let valid = !name.is_empty()
-            && !name.starts_with('.')
-            && name
-                .chars()
-                .all(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.'));
-        if !valid {
-            return Err(DatasetError::InvalidName(name.to_string()));
-        }
+        check_name(name)?;
         let examples = read_jsonl(file)?;
         let (train, eval) = split(&examples, eval_fraction, seed);
+        self.store(name, file, &train, &eval, eval_fraction, seed)
+    }
+
+    /// Stores `file` as the train split and `eval_file` as the held-out split of
+    /// dataset `name`, as given (for held-out questions written on purpose, e.g.
+    /// paraphrases of the trained facts).
+    pub fn import_with_eval(
+        &self,
+        file: &Path,
+        eval_file: &Path,
+        name: &str,
+    ) -> Result<DatasetInfo, DatasetError> {
+        let train = read_jsonl(file)?;
+        let eval = read_jsonl(eval_file)?;
+        let fraction = eval.len() as f64 / (train.len() + eval.len()).max(1) as f64;
+        self.store(name, file, &train, &eval, fraction, 0)
+    }
+
+    fn store(
+        &self,
+        name: &str,
+        file: &Path,
+        train: &[Example],
+        eval: &[Example],
+        eval_fraction: f64,
+        seed: u64,
+    ) -> Result<DatasetInfo, DatasetError> {
+        check_name(name)?;
         let dir = self.path(name);
         std::fs::create_dir_all(&dir).map_err(|source| DatasetError::Io {
             path: dir.clone(),
             source,
         })?;
-        write_jsonl(&dir.join("train.jsonl"), &train)?;
-        write_jsonl(&dir.join("eval.jsonl"), &eval)?;
+        write_jsonl(&dir.join("train.jsonl"), train)?;
+        write_jsonl(&dir.join("eval.jsonl"), eval)?;
         let info = DatasetInfo {
             name: name.to_string(),
             source: file.to_path_buf(),

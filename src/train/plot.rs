@@ -120,6 +120,7 @@ fn draw_losses(
     chart
         .configure_mesh()
         .x_desc(t("ステップ", "step"))
+        .x_label_formatter(&|x| format!("{}", x.round() as u64))
         .y_desc(t("損失", "loss"))
         .label_style(("sans-serif", 15))
         .draw()
