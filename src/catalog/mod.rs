@@ -605,6 +605,19 @@ impl Catalog {
         Ok(out)
     }
 
+    /// The chunk ids of one collection, in document and reading order.
+    pub async fn collection_chunk_ids(&self, collection_id: i64) -> Result<Vec<i64>, CatalogError> {
+        Ok(sqlx::query(
+            "SELECT id FROM chunks WHERE collection_id = ? ORDER BY document_id, page, char_start, id",
+        )
+        .bind(collection_id)
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(|r| r.get(0))
+        .collect())
+    }
+
     /// Every chunk id currently stored (for consistency checks).
     pub async fn all_chunk_ids(&self) -> Result<Vec<i64>, CatalogError> {
         Ok(sqlx::query("SELECT id FROM chunks ORDER BY id")

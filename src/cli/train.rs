@@ -15,6 +15,7 @@ use crate::llm::{DeviceChoice, Model};
 use crate::models::{Registry, Role};
 use crate::paths::Paths;
 use crate::train::evaluate::EvalProgress;
+use crate::train::synth::{draft_from_chunk, review, Draft, DraftSource, DraftStatus, DraftStore};
 use crate::train::{
     dataset, evaluate_adapter, load_peft, read_metrics, AdapterReport, DatasetStore, EvalOptions,
     PeftLayout, RunInfo, StepReport, TrainJob, TrainOutcome, TrainRun, Trainer,
@@ -43,6 +44,53 @@ pub enum DatasetCommand {
     },
     /// List the imported datasets.
     List,
+    /// Draft question/answer pairs from a collection's chunks with the local model
+    /// (each keeps its source chunk), stored as pending drafts for review.
+    Synth {
+        /// The collection to draft from.
+        #[arg(long)]
+        collection: String,
+        /// The dataset the drafts belong to.
+        #[arg(long)]
+        name: String,
+        /// Chunks to draft from (spread over the collection; chunks drafted before are skipped).
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Chat model (default: the default chat model).
+        #[arg(long)]
+        model: Option<String>,
+        /// Tokens per drafted pair.
+        #[arg(long, default_value_t = 160)]
+        max_tokens: usize,
+    },
+    /// List a dataset's drafts; approve, reject or edit them. Approved pairs become
+    /// the dataset's train/eval files at once.
+    Review {
+        /// The dataset.
+        name: String,
+        /// Draft ids to approve.
+        #[arg(long, num_args = 1.., value_name = "ID")]
+        approve: Vec<u64>,
+        /// Draft ids to reject.
+        #[arg(long, num_args = 1.., value_name = "ID")]
+        reject: Vec<u64>,
+        /// Approve every pending draft whose answer is at least this grounded in its
+        /// source (0-1), e.g. 0.8.
+        #[arg(long, value_name = "SHARE")]
+        approve_grounded: Option<f32>,
+        /// A draft id to edit (with --question and/or --answer).
+        #[arg(long, value_name = "ID")]
+        edit: Option<u64>,
+        /// The edited question.
+        #[arg(long, requires = "edit")]
+        question: Option<String>,
+        /// The edited answer.
+        #[arg(long, requires = "edit")]
+        answer: Option<String>,
+        /// Share of approved pairs held out for evaluation.
+        #[arg(long, default_value_t = 0.1)]
+        eval_fraction: f64,
+    },
 }
 
 /// `kura train …`
@@ -145,6 +193,99 @@ pub(super) fn dataset_cmd(cmd: DatasetCommand, paths: &Paths, json_out: bool) ->
                     info.eval,
                     store.path(&info.name).display()
                 );
+            }
+        }
+        DatasetCommand::Synth {
+            collection,
+            name,
+            limit,
+            model,
+            max_tokens,
+        } => {
+            return synth_cmd(
+                paths,
+                &collection,
+                &name,
+                limit,
+                model.as_deref(),
+                max_tokens,
+                json_out,
+            )
+        }
+        DatasetCommand::Review {
+            name,
+            approve,
+            reject,
+            approve_grounded,
+            edit,
+            question,
+            answer,
+            eval_fraction,
+        } => {
+            let drafts_store = DraftStore::new(store, &name);
+            let mut drafts = drafts_store.load()?;
+            if drafts.is_empty() {
+                bail!(
+                    "dataset `{name}` has no drafts: make some with `kura dataset synth --collection C --name {name}`"
+                );
+            }
+            let mut approve = approve;
+            if let Some(min) = approve_grounded {
+                approve.extend(
+                    drafts
+                        .iter()
+                        .filter(|d| d.status == DraftStatus::Pending && d.grounded >= min)
+                        .map(|d| d.id),
+                );
+            }
+            let changes = !approve.is_empty() || !reject.is_empty() || edit.is_some();
+            review(
+                &mut drafts,
+                &approve,
+                &reject,
+                edit.map(|id| (id, question, answer)),
+            )?;
+            let (train, eval) = if changes {
+                drafts_store.save(&drafts, eval_fraction, 42)?
+            } else {
+                (0, 0)
+            };
+            if json_out {
+                print_json(&json!({"drafts": drafts, "train": train, "eval": eval}));
+            } else {
+                for d in &drafts {
+                    let mark = match d.status {
+                        DraftStatus::Pending => "  ",
+                        DraftStatus::Approved => "✓ ",
+                        DraftStatus::Rejected => "✗ ",
+                    };
+                    let doc = Path::new(&d.source.document)
+                        .file_name()
+                        .map_or(d.source.document.clone(), |n| {
+                            n.to_string_lossy().to_string()
+                        });
+                    println!(
+                        "{mark}#{:<4} [{doc} p.{} · grounded {:.2}{}]\n      Q: {}\n      A: {}",
+                        d.id,
+                        d.source.page,
+                        d.grounded,
+                        if d.edited { " · edited" } else { "" },
+                        d.question,
+                        d.answer
+                    );
+                }
+                let count = |s: DraftStatus| drafts.iter().filter(|d| d.status == s).count();
+                println!(
+                    "{} approved, {} pending, {} rejected",
+                    count(DraftStatus::Approved),
+                    count(DraftStatus::Pending),
+                    count(DraftStatus::Rejected)
+                );
+                if changes {
+                    println!(
+                        "dataset `{name}`: {train} train + {eval} eval examples (approved pairs)"
+                    );
+                }
             }
         }
         DatasetCommand::List => {
@@ -654,6 +795,83 @@ fn write_report(report: &AdapterReport, out: &Path, json_out: bool) -> Result<Ex
             }
         }
         Err(e) => eprintln!("warning: report in {} incomplete: {e}", out.display()),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn synth_cmd(
+    paths: &Paths,
+    collection: &str,
+    name: &str,
+    limit: usize,
+    model: Option<&str>,
+    max_tokens: usize,
+    json_out: bool,
+) -> Result<ExitCode> {
+    let drafts_store = DraftStore::new(DatasetStore::new(paths.datasets_dir()), name);
+    let mut drafts = drafts_store.load()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let chunks = rt.block_on(async {
+        let catalog = crate::catalog::Catalog::open(&paths.catalog_db()).await?;
+        let col = catalog.find_collection(collection).await?.ok_or_else(|| {
+            anyhow::anyhow!(
+                "no collection `{collection}` (コレクションが見つかりません): see `kura status`"
+            )
+        })?;
+        let ids = catalog.collection_chunk_ids(col.id).await?;
+        anyhow::Ok(catalog.chunks(&ids).await?)
+    })?;
+    let done: std::collections::HashSet<i64> = drafts.iter().map(|d| d.source.chunk_id).collect();
+    // Chunks long enough to hold a fact, not drafted before, spread evenly.
+    let fresh: Vec<&crate::catalog::ChunkRecord> = chunks
+        .iter()
+        .filter(|c| c.text.chars().count() >= 60 && !done.contains(&c.id))
+        .collect();
+    let step = (fresh.len() as f64 / limit.max(1) as f64).max(1.0);
+    let picked: Vec<&crate::catalog::ChunkRecord> = (0..limit.min(fresh.len()))
+        .map(|i| fresh[(i as f64 * step) as usize])
+        .collect();
+    if picked.is_empty() {
+        bail!("collection `{collection}` has no chunk left to draft from");
+    }
+    let llm = super::llm::load_llm(paths, model, DeviceChoice::from_env())?;
+    let mut next = drafts.iter().map(|d| d.id).max().unwrap_or(0) + 1;
+    let mut made = 0;
+    for (i, chunk) in picked.iter().enumerate() {
+        if !json_out {
+            eprint!("\rdrafting {}/{}", i + 1, picked.len());
+        }
+        let Some((question, answer, grounded)) = draft_from_chunk(&llm, chunk, max_tokens)? else {
+            continue;
+        };
+        drafts.push(Draft {
+            id: next,
+            question,
+            answer,
+            status: DraftStatus::Pending,
+            grounded,
+            edited: false,
+            source: DraftSource {
+                chunk_id: chunk.id,
+                document: chunk.path.clone(),
+                page: chunk.page,
+            },
+        });
+        next += 1;
+        made += 1;
+        // Saved after every draft: a killed run keeps what it made.
+        drafts_store.save(&drafts, 0.1, 42)?;
+    }
+    if json_out {
+        print_json(&json!({"drafted": made, "chunks": picked.len(), "drafts": drafts.len()}));
+    } else {
+        eprintln!();
+        println!(
+            "{made} drafts from {} chunks of `{collection}` (pending review: `kura dataset review {name}`)",
+            picked.len()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

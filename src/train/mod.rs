@@ -22,6 +22,7 @@
 //! | `checkpoint.rs` | atomic checkpoints (adapter, optimizer, schedule, RNG, data position) |
 //! | `evaluate.rs` | "did it help?": base vs base + adapter on held-out examples (loss, answers), [`AdapterReport`] |
 //! | `plot.rs` | the report's PNG (plotters) |
+//! | `synth.rs` | Q&A drafts from indexed chunks by the local model (with their source), review, approved pairs → dataset |
 //! | `trainer.rs` | [`TrainJob`] (`job.toml`), [`TrainRun`] (the job's folder), [`Trainer`] |
 //!
 //! ```no_run
@@ -49,6 +50,7 @@ pub mod memory;
 pub mod model;
 pub mod optim;
 pub mod plot;
+pub mod synth;
 pub mod trainer;
 
 pub use dataset::{DatasetError, DatasetStore, Example, TokenizedExample};
