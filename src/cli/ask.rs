@@ -259,7 +259,9 @@ fn answer_json(a: &Answer) -> serde_json::Value {
 
 pub(super) fn ask_cmd(args: AskArgs, paths: &Paths, json_out: bool) -> Result<ExitCode> {
     let started = Instant::now();
-    let llm = load_llm_in_background(paths, args.model.clone());
+    let model =
+        super::train::model_for_adapter(args.model.as_deref(), args.adapter.as_deref(), paths);
+    let llm = load_llm_in_background(paths, model);
     let embedder = load_embedder(paths, args.embedding_model.as_deref())?;
     let rt = runtime()?;
     let opts = AskOptions {
@@ -337,7 +339,12 @@ pub(super) fn ask_cmd(args: AskArgs, paths: &Paths, json_out: bool) -> Result<Ex
 /// `kura chat --rag`: a conversation over the documents; each follow-up is
 /// rewritten into a standalone question before retrieval.
 pub(super) fn chat_rag_cmd(args: ChatArgs, paths: &Paths) -> Result<ExitCode> {
-    let mut llm = load_llm(paths, args.model.model.as_deref(), args.model.device)?;
+    let model = super::train::model_for_adapter(
+        args.model.model.as_deref(),
+        args.adapter.as_deref(),
+        paths,
+    );
+    let mut llm = load_llm(paths, model.as_deref(), args.model.device)?;
     let embedder = load_embedder(paths, None)?;
     let rt = runtime()?;
     let (catalog, index, collections) = rt.block_on(async {

@@ -139,7 +139,12 @@ fn messages(system: &Option<String>, history: &[ChatMessage]) -> Vec<ChatMessage
 }
 
 pub(super) fn generate_cmd(args: GenerateArgs, paths: &Paths, json_out: bool) -> Result<ExitCode> {
-    let mut llm = load_llm(paths, args.model.model.as_deref(), args.model.device)?;
+    let model = super::train::model_for_adapter(
+        args.model.model.as_deref(),
+        args.adapter.as_deref(),
+        paths,
+    );
+    let mut llm = load_llm(paths, model.as_deref(), args.model.device)?;
     let adapter = match &args.adapter {
         Some(spec) => Some(super::train::attach_adapter(&mut llm.model, spec, paths)?),
         None => None,
@@ -189,7 +194,8 @@ pub(super) fn generate_cmd(args: GenerateArgs, paths: &Paths, json_out: bool) ->
 }
 
 pub(super) fn chat_cmd(args: ModelArgs, adapter: Option<&str>, paths: &Paths) -> Result<ExitCode> {
-    let mut llm = load_llm(paths, args.model.as_deref(), args.device)?;
+    let model = super::train::model_for_adapter(args.model.as_deref(), adapter, paths);
+    let mut llm = load_llm(paths, model.as_deref(), args.device)?;
     let adapter = match adapter {
         Some(spec) => Some(super::train::attach_adapter(&mut llm.model, spec, paths)?),
         None => None,

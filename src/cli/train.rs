@@ -539,6 +539,28 @@ pub(super) fn adapter_folder(spec: &str, paths: &Paths) -> Result<(String, PathB
     Ok((name, dir))
 }
 
+/// The chat model to load for adapter `spec` when none was named: the base model its
+/// `adapter_config.json` names (an adapter only fits the model it was trained on).
+pub(super) fn model_for_adapter(
+    model: Option<&str>,
+    adapter: Option<&str>,
+    paths: &Paths,
+) -> Option<String> {
+    if let Some(m) = model {
+        return Some(m.to_string());
+    }
+    let (_, dir) = adapter_folder(adapter?, paths).ok()?;
+    let text = std::fs::read_to_string(dir.join("adapter_config.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let base = v.get("base_model_name_or_path")?.as_str()?;
+    let registry = Registry::open(&paths.models_dir).ok()?;
+    registry
+        .entries()
+        .iter()
+        .any(|e| e.name == base)
+        .then(|| base.to_string())
+}
+
 /// Attaches the PEFT adapter `spec` (a folder, or a name under `<data>/adapters/`)
 /// to `model`; returns its id for the session.
 pub(super) fn attach_adapter(
