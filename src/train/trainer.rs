@@ -100,7 +100,8 @@ pub struct TrainParams {
     pub keep_checkpoints: usize,
     /// Evaluate on the eval split every this many steps (0 = only at the end).
     pub eval_every: u64,
-    /// Compute type: `f32` (CPU default) or `f64`.
+    /// Compute type: `auto` (default: f32 on the CPU, bf16 on CUDA), `f32`, `bf16`
+    /// (CUDA only) or `f64` (gradient checks).
     pub dtype: String,
     /// Share of a JSONL `dataset` held out for evaluation (imported datasets keep
     /// the split they were imported with).
@@ -123,25 +124,37 @@ impl Default for TrainParams {
             checkpoint_every: 50,
             keep_checkpoints: 2,
             eval_every: 0,
-            dtype: "f32".into(),
+            dtype: "auto".into(),
             eval_fraction: 0.1,
         }
     }
 }
 
 impl TrainParams {
-    fn dtype(&self) -> Result<DType, TrainError> {
-        match self.dtype.as_str() {
-            "f32" => Ok(DType::F32),
-            "f64" => Ok(DType::F64),
-            other => Err(TrainError::Config(format!(
-                "train.dtype `{other}`: use f32 or f64"
+    /// The compute type on `device`.
+    fn dtype_on(&self, device: &Device) -> Result<DType, TrainError> {
+        match (self.dtype.as_str(), device.is_cuda()) {
+            ("auto", true) | ("bf16", true) => Ok(DType::BF16),
+            ("auto", false) | ("f32", _) => Ok(DType::F32),
+            ("f64", _) => Ok(DType::F64),
+            ("bf16", false) => Err(TrainError::Config(
+                "train.dtype `bf16` needs a CUDA device (`--device cuda`, a build with \
+                 `--features cuda`); the CPU trains in f32"
+                    .into(),
+            )),
+            (other, _) => Err(TrainError::Config(format!(
+                "train.dtype `{other}`: use auto, f32, bf16 (CUDA) or f64"
             ))),
         }
     }
 
     fn validate(&self) -> Result<(), TrainError> {
-        self.dtype()?;
+        if !matches!(self.dtype.as_str(), "auto" | "f32" | "bf16" | "f64") {
+            return Err(TrainError::Config(format!(
+                "train.dtype `{}`: use auto, f32, bf16 (CUDA) or f64",
+                self.dtype
+            )));
+        }
         if self.batch_size == 0 || self.grad_accum == 0 {
             return Err(TrainError::Config(
                 "train.batch_size and train.grad_accum must be at least 1".into(),
@@ -330,7 +343,7 @@ impl Trainer {
     /// checkpoint, if any.
     pub fn new(run: TrainRun, device: &Device) -> Result<Self, TrainError> {
         let p = run.job.train.clone();
-        let dtype = p.dtype()?;
+        let dtype = p.dtype_on(device)?;
         // Tokenize and size the job before loading any weights: a job that cannot fit
         // is refused in a second, not after minutes of loading.
         let mut file = GgufFile::open(&run.info.model_path)?;
@@ -732,4 +745,23 @@ pub fn read_metrics(path: &Path) -> Result<Vec<StepReport>, TrainError> {
         .lines()
         .filter_map(|l| serde_json::from_str::<StepReport>(l).ok())
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_compute_type_follows_the_device() {
+        let p = |d: &str| TrainParams {
+            dtype: d.into(),
+            ..TrainParams::default()
+        };
+        assert_eq!(p("auto").dtype_on(&Device::Cpu).unwrap(), DType::F32);
+        assert_eq!(p("f64").dtype_on(&Device::Cpu).unwrap(), DType::F64);
+        let err = p("bf16").dtype_on(&Device::Cpu).unwrap_err().to_string();
+        assert!(err.contains("needs a CUDA device"), "{err}");
+        assert!(p("fp8").validate().is_err());
+        assert!(p("bf16").validate().is_ok());
+    }
 }
