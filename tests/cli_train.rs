@@ -578,6 +578,34 @@ fn generate_applies_a_trained_adapter() {
         "{}",
         out.stderr_text()
     );
+
+    // A PEFT folder from elsewhere (here: the job's own) is imported under a new name,
+    // checked against its base model, and then behaves like the trained one.
+    let out = kura(&[
+        "--data-dir",
+        home_s,
+        "--models-dir",
+        models_s,
+        "adapters",
+        "import",
+        home.join("jobs/tiny-faq/adapter").to_str().unwrap(),
+        "--name",
+        "imported",
+        "--model",
+        "tiny",
+    ]);
+    assert!(out.status.success(), "{}", out.stderr_text());
+    assert_eq!(tuned, gen(&["--adapter", "imported"]));
+    let out = kura(&["--data-dir", home_s, "--json", "adapters", "list"]);
+    let list: serde_json::Value = serde_json::from_str(&out.stdout_text()).unwrap();
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["imported", "tiny-faq"]);
+    assert_eq!(list[0]["base_model"], "tiny");
 }
 
 /// A job that cannot fit in this machine's memory is refused before any weight is

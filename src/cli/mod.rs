@@ -77,9 +77,13 @@ pub enum Command {
     Bench(BenchCommand),
     /// Serve the OpenAI-compatible HTTP API (chat, embeddings) on this machine.
     Serve(serve::ServeArgs),
-    /// Training data for LoRA fine-tuning: import (validate + split), list.
+    /// Training data for LoRA fine-tuning: import (validate + split), list, draft
+    /// from a collection (synth), review.
     #[command(subcommand)]
     Dataset(train::DatasetCommand),
+    /// Trained and imported LoRA adapters: list, import a PEFT folder.
+    #[command(subcommand)]
+    Adapters(train::AdaptersCommand),
     /// LoRA fine-tuning of the chat model: run a job, resume a stopped one, queue one.
     #[command(subcommand)]
     Train(train::TrainCommand),
@@ -229,6 +233,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Serve(args) => serve::serve_cmd(args, &paths, cli.json),
         Command::Dataset(cmd) => train::dataset_cmd(cmd, &paths, cli.json),
         Command::Train(cmd) => train::train_cmd(cmd, &paths, cli.json),
+        Command::Adapters(cmd) => train::adapters_cmd(cmd, &paths, cli.json),
         Command::Jobs(cmd) => jobs::jobs_cmd(cmd, &paths, cli.json),
         Command::Bench(BenchCommand::Generate(args)) => {
             llm::bench_generate_cmd(args, &paths, cli.json)

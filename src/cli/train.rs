@@ -93,6 +93,26 @@ pub enum DatasetCommand {
     },
 }
 
+/// `kura adapters …`
+#[derive(Debug, Subcommand)]
+pub enum AdaptersCommand {
+    /// The adapters in `<data>/adapters/`: base model, rank, targets, report verdict.
+    List,
+    /// Import a PEFT LoRA folder (e.g. trained with Hugging Face PEFT on the same
+    /// base model): checked against the model, then copied to `<data>/adapters/NAME`.
+    Import {
+        /// The PEFT folder (adapter_config.json + adapter_model.safetensors).
+        dir: PathBuf,
+        /// The name to serve it under.
+        #[arg(long)]
+        name: String,
+        /// The base model (registry name or GGUF path); default: the one its config
+        /// names, if Kura has it.
+        #[arg(long)]
+        model: Option<String>,
+    },
+}
+
 /// `kura train …`
 #[derive(Debug, Subcommand)]
 pub enum TrainCommand {
@@ -894,6 +914,113 @@ fn synth_cmd(
             "{made} drafts from {} chunks of `{collection}` (pending review: `kura dataset review {name}`)",
             picked.len()
         );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) fn adapters_cmd(
+    cmd: AdaptersCommand,
+    paths: &Paths,
+    json_out: bool,
+) -> Result<ExitCode> {
+    match cmd {
+        AdaptersCommand::List => {
+            let mut list = Vec::new();
+            if let Ok(entries) = std::fs::read_dir(paths.adapters_dir()) {
+                for e in entries.flatten() {
+                    let dir = e.path();
+                    let Ok(text) = std::fs::read_to_string(dir.join("adapter_config.json")) else {
+                        continue;
+                    };
+                    let cfg: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+                    let verdict = std::fs::read_to_string(dir.join("report/report.json"))
+                        .ok()
+                        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                        .map(|r| r["verdict"].clone());
+                    list.push(json!({
+                        "name": e.file_name().to_string_lossy(),
+                        "base_model": cfg["base_model_name_or_path"],
+                        "rank": cfg["r"],
+                        "targets": cfg["target_modules"],
+                        "verdict": verdict,
+                        "dir": dir,
+                    }));
+                }
+            }
+            list.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+            if json_out {
+                print_json(&json!(list));
+            } else if list.is_empty() {
+                println!(
+                    "no adapters (train one with `kura train run`, or `kura adapters import`)"
+                );
+            } else {
+                println!("{:<24} {:<32} {:>4}  verdict", "name", "base model", "rank");
+                for a in &list {
+                    println!(
+                        "{:<24} {:<32} {:>4}  {}",
+                        a["name"].as_str().unwrap_or(""),
+                        a["base_model"].as_str().unwrap_or("?"),
+                        a["rank"],
+                        a["verdict"].as_str().unwrap_or("-")
+                    );
+                }
+            }
+        }
+        AdaptersCommand::Import { dir, name, model } => {
+            let valid = !name.is_empty()
+                && !name.starts_with('.')
+                && name
+                    .chars()
+                    .all(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            if !valid {
+                bail!("invalid adapter name `{name}`: letters, digits, -, _ and . only");
+            }
+            if !dir.join("adapter_config.json").is_file() {
+                bail!(
+                    "{} is not a PEFT folder (no adapter_config.json)",
+                    dir.display()
+                );
+            }
+            let from_config =
+                model_for_adapter(model.as_deref(), Some(dir.to_str().unwrap_or("")), paths);
+            let Some(base) = from_config else {
+                bail!(
+                    "which base model is this adapter for? Its config names none that Kura has: pass --model NAME (see `kura models list`)"
+                );
+            };
+            let info = resolve_model(paths, &base)?;
+            let mut llm = crate::llm::Llm::load(&info.model_path, &candle_core::Device::Cpu)?;
+            let layout = PeftLayout::of(&llm.model);
+            let peft = load_peft(&dir, &layout, &candle_core::Device::Cpu)?;
+            let layers = peft.adapters.len();
+            llm.model
+                .attach_adapter(&name, peft.adapters)
+                .with_context(|| format!("{} does not fit {}", dir.display(), info.base_model))?;
+            let target = paths.adapters_dir().join(&name);
+            std::fs::create_dir_all(&target)?;
+            for f in ["adapter_model.safetensors", "adapter_config.json"] {
+                std::fs::copy(dir.join(f), target.join(f))
+                    .with_context(|| format!("copying {f} to {}", target.display()))?;
+            }
+            // Serve-by-name finds the base through the config: record Kura's name for it.
+            let cfg_path = target.join("adapter_config.json");
+            let mut cfg: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&cfg_path)?)?;
+            cfg["base_model_name_or_path"] = json!(info.base_model);
+            std::fs::write(&cfg_path, serde_json::to_string_pretty(&cfg)?)?;
+            if json_out {
+                print_json(
+                    &json!({"name": name, "base_model": info.base_model, "layers": layers, "dir": target}),
+                );
+            } else {
+                println!(
+                    "imported `{name}`: LoRA on {layers} layers of {} → {}",
+                    info.base_model,
+                    target.display()
+                );
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
