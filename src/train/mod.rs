@@ -40,6 +40,7 @@
 
 pub mod checkpoint;
 pub mod dataset;
+pub mod export;
 pub mod lora;
 pub mod model;
 pub mod optim;
