@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 use crate::paths::Paths;
 
 mod ask;
+mod bench_train;
 mod dict;
 mod docs;
 mod jobs;
@@ -109,6 +110,8 @@ pub enum BenchCommand {
     Ingest(docs::BenchIngestArgs),
     /// Prefill/decode speed, time to first token and peak RSS, side by side with llama.cpp.
     Generate(llm::BenchGenerateArgs),
+    /// LoRA training tokens/s and peak RSS, side by side with PyTorch + PEFT on the same weights.
+    Train(bench_train::BenchTrainArgs),
 }
 
 /// `kura models …`
@@ -224,6 +227,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Dataset(cmd) => train::dataset_cmd(cmd, &paths, cli.json),
         Command::Train(cmd) => train::train_cmd(cmd, &paths, cli.json),
         Command::Jobs(cmd) => jobs::jobs_cmd(cmd, &paths, cli.json),
+        Command::Bench(BenchCommand::Train(args)) => {
+            bench_train::bench_train_cmd(args, &paths, cli.json)
+        }
         Command::Bench(BenchCommand::Generate(args)) => {
             llm::bench_generate_cmd(args, &paths, cli.json)
         }
