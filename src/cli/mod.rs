@@ -145,6 +145,14 @@ pub enum ModelsCommand {
         #[arg(long = "type", default_value = "q8_0")]
         kind: String,
     },
+    /// Write a GGUF's dequantized base as a Hugging Face folder (config.json + f32
+    /// model.safetensors) for transformers / PEFT.
+    ExportHf {
+        /// A model name (see `kura models list`) or a GGUF file.
+        model: String,
+        /// The folder to write.
+        dir: PathBuf,
+    },
     /// Download the default models (connected machines only; runs installer/fetch-models).
     Fetch {
         /// Only these models.

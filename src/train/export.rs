@@ -232,7 +232,13 @@ fn token_id(file: &GgufFile, key: &str) -> Option<u32> {
     }
 }
 
+/// An f32 as the f64 with the same shortest decimal form (`1e-6`, not `9.99…e-7`).
+fn decimal(x: f32) -> f64 {
+    x.to_string().parse().unwrap_or(x as f64)
+}
+
 fn config_json(s: &Shape, file: &GgufFile, tied: bool) -> serde_json::Value {
+    let (rms_eps, rope_theta) = (decimal(s.rms_eps), decimal(s.rope_theta));
     let mut c = json!({
         "architectures": [s.hf_arch],
         "model_type": s.model_type,
@@ -245,9 +251,9 @@ fn config_json(s: &Shape, file: &GgufFile, tied: bool) -> serde_json::Value {
         "head_dim": s.head_dim,
         "hidden_act": "silu",
         "max_position_embeddings": s.context,
-        "rms_norm_eps": s.rms_eps,
-        "rope_theta": s.rope_theta,
-        "rope_parameters": {"rope_type": "default", "rope_theta": s.rope_theta},
+        "rms_norm_eps": rms_eps,
+        "rope_theta": rope_theta,
+        "rope_parameters": {"rope_type": "default", "rope_theta": rope_theta},
         "tie_word_embeddings": tied,
         "attention_dropout": 0.0,
         "torch_dtype": "float32",
