@@ -51,7 +51,10 @@ fn peft_python() -> PathBuf {
 
 /// Logits `[seq, vocab]` of the dense training model for every position of `ids`.
 fn dense_logits(model: &Model, ids: &[u32], adapters: &[AdapterId]) -> Tensor {
-    let ids = Tensor::new(ids, &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+    let ids = Tensor::new(ids, &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
     let hidden = model.forward_train(&ids, adapters, None).unwrap();
     let hidden = hidden.squeeze(0).unwrap();
     model
@@ -146,11 +149,7 @@ fn round_trip(gguf: &Path, text: &str) {
     // PyTorch + PEFT on the exported base.
     let made_dir = dir.path().join("peft-adapter");
     let out_path = dir.path().join("logits.safetensors");
-    let ids_arg = ids
-        .iter()
-        .map(u32::to_string)
-        .collect::<Vec<_>>()
-        .join(",");
+    let ids_arg = ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/peft_roundtrip.py");
     let out = Command::new(&python)
         .arg(&script)
@@ -213,10 +212,7 @@ fn round_trip(gguf: &Path, text: &str) {
     );
 
     // 4. Served on the quantized GGUF, the imported adapter picks PEFT's next token.
-    let served_id = llm
-        .model
-        .attach_adapter("peft", imported.adapters)
-        .unwrap();
+    let served_id = llm.model.attach_adapter("peft", imported.adapters).unwrap();
     let mut session = llm.model.new_session();
     session.set_adapters(vec![served_id]);
     let served = llm.model.forward_to_vec(&ids, &mut session).unwrap();
@@ -240,7 +236,10 @@ fn tiny_qwen2_adapters_round_trip_through_peft() {
     let dir = tempfile::tempdir().unwrap();
     let gguf = dir.path().join("tiny.gguf");
     write_tiny_qwen2_gguf(&gguf, 7).unwrap();
-    round_trip(&gguf, "where is the pen? the cat is on the mat, and the snow is white");
+    round_trip(
+        &gguf,
+        "where is the pen? the cat is on the mat, and the snow is white",
+    );
 }
 
 #[test]

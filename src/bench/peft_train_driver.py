@@ -43,7 +43,10 @@ def main():
 
     ids = torch.tensor([job["tokens"]] * max(1, job["batch"]), dtype=torch.long)
     warmup_s, step_s, losses = [], [], []
+    cpu_start = 0.0
     for step in range(job["warmup_steps"] + job["steps"]):
+        if step == job["warmup_steps"]:
+            cpu_start = time.process_time()
         t = time.perf_counter()
         out = model(input_ids=ids, labels=ids, use_cache=False)
         out.loss.backward()
@@ -55,6 +58,7 @@ def main():
         dt = time.perf_counter() - t
         (warmup_s if step < job["warmup_steps"] else step_s).append(dt)
 
+    cpu_s = time.process_time() - cpu_start
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(
         json.dumps(
@@ -65,6 +69,7 @@ def main():
                 "step_s": step_s,
                 "warmup_s": warmup_s,
                 "losses": losses,
+                "cpu_s": cpu_s,
                 "peak_rss_mb": peak_kb / 1024.0,
                 "versions": "torch %s, transformers %s, peft %s"
                 % (torch.__version__, transformers.__version__, peft.__version__),

@@ -118,6 +118,10 @@ pub struct EngineRun {
     pub warmup_s: Vec<f64>,
     /// Loss of every step, warm-up included.
     pub losses: Vec<f64>,
+    /// CPU time (user + system, all threads) of the timed steps, seconds: less
+    /// sensitive than wall time to other processes on a shared machine.
+    #[serde(default)]
+    pub cpu_s: f64,
     /// Peak resident memory of the process, MB.
     pub peak_rss_mb: f64,
     /// Versions (PyTorch side) or build facts.
@@ -131,6 +135,22 @@ impl EngineRun {
         let t: f64 = self.step_s.iter().sum();
         (self.tokens_per_step * self.step_s.len()) as f64 / t.max(1e-9)
     }
+
+    /// Training tokens per CPU-second over the timed steps.
+    pub fn tokens_per_cpu_s(&self) -> f64 {
+        (self.tokens_per_step * self.step_s.len()) as f64 / self.cpu_s.max(1e-9)
+    }
+}
+
+/// CPU time (user + system) of this process so far, seconds.
+pub fn process_cpu_s() -> f64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
+        return 0.0;
+    }
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(u.ru_utime) + tv(u.ru_stime)
 }
 
 /// Ratios Kura / PEFT.
@@ -138,6 +158,8 @@ impl EngineRun {
 pub struct Ratios {
     /// Throughput (> 1: Kura faster).
     pub throughput: f64,
+    /// Tokens per CPU-second (> 1: Kura does the step with less CPU time).
+    pub cpu_efficiency: f64,
     /// Peak RSS (< 1: Kura uses less).
     pub peak_rss: f64,
 }
@@ -223,10 +245,15 @@ pub fn run_kura(job: &Job) -> Result<EngineRun, TrainBenchError> {
         step_s: Vec::new(),
         warmup_s: Vec::new(),
         losses: Vec::new(),
+        cpu_s: 0.0,
         peak_rss_mb: 0.0,
         versions: format!("kura {}", env!("CARGO_PKG_VERSION")),
     };
+    let mut cpu_start = 0.0;
     for step in 0..job.warmup_steps + job.steps {
+        if step == job.warmup_steps {
+            cpu_start = process_cpu_s();
+        }
         let t = Instant::now();
         let (nll, n) = lora.nll(&batch, true, None)?;
         let loss = (nll / n.max(1) as f64)?;
@@ -247,6 +274,7 @@ pub fn run_kura(job: &Job) -> Result<EngineRun, TrainBenchError> {
             run.step_s.push(dt);
         }
     }
+    run.cpu_s = process_cpu_s() - cpu_start;
     run.peak_rss_mb = peak_rss_mb();
     Ok(run)
 }
@@ -410,6 +438,7 @@ impl Runner {
         let peft = best(theirs);
         let ratios = peft.as_ref().map(|p| Ratios {
             throughput: kura.tokens_per_s() / p.tokens_per_s(),
+            cpu_efficiency: kura.tokens_per_cpu_s() / p.tokens_per_cpu_s(),
             peak_rss: kura.peak_rss_mb / p.peak_rss_mb,
         });
         Ok(Report {
@@ -470,9 +499,13 @@ mod tests {
             seed: 1,
         };
         let r = run_kura(&job).unwrap();
-        assert_eq!((r.warmup_s.len(), r.step_s.len(), r.losses.len()), (1, 3, 4));
+        assert_eq!(
+            (r.warmup_s.len(), r.step_s.len(), r.losses.len()),
+            (1, 3, 4)
+        );
         assert_eq!(r.tokens_per_step, 96);
         assert!(r.tokens_per_s() > 0.0 && r.peak_rss_mb > 1.0);
+        assert!(r.cpu_s > 0.0 && r.tokens_per_cpu_s() > 0.0);
         // The adapters learn: the loss on the repeated sequence goes down.
         assert!(r.losses[3] < r.losses[0], "{:?}", r.losses);
     }

@@ -84,7 +84,10 @@ pub(super) fn bench_train_cmd(
         None => {
             let registry = Registry::open(&paths.models_dir)?;
             registry
-                .verify_named(Some(args.model.as_deref().unwrap_or(DEFAULT_MODEL)), Role::Chat)?
+                .verify_named(
+                    Some(args.model.as_deref().unwrap_or(DEFAULT_MODEL)),
+                    Role::Chat,
+                )?
                 .primary()
                 .to_path_buf()
         }
@@ -109,8 +112,11 @@ pub(super) fn bench_train_cmd(
             .unwrap_or(1)
     });
     let work_dir = std::env::temp_dir().join(format!("kura-bench-train-{}", std::process::id()));
-    let python = (!args.no_reference)
-        .then(|| args.python.clone().unwrap_or_else(bench_train::default_python));
+    let python = (!args.no_reference).then(|| {
+        args.python
+            .clone()
+            .unwrap_or_else(bench_train::default_python)
+    });
     let runner = Runner {
         kura_exe: std::env::current_exe()?,
         python,
@@ -126,7 +132,9 @@ pub(super) fn bench_train_cmd(
             let exported = std::fs::metadata(p).ok()?.modified().ok()?;
             Some(exported >= std::fs::metadata(&path).ok()?.modified().ok()?)
         };
-        if fresh(hf_dir.join("model.safetensors")) == Some(true) && hf_dir.join("config.json").is_file() {
+        if fresh(hf_dir.join("model.safetensors")) == Some(true)
+            && hf_dir.join("config.json").is_file()
+        {
             if !json_out {
                 eprintln!("reusing the export in {}", hf_dir.display());
             }
@@ -136,7 +144,11 @@ pub(super) fn bench_train_cmd(
             }
             let e = export_hf(&path, &hf_dir)?;
             if !json_out {
-                eprintln!("  {} tensors, {:.0} MB (f32)", e.tensors, e.bytes as f64 / 1e6);
+                eprintln!(
+                    "  {} tensors, {:.0} MB (f32)",
+                    e.tensors,
+                    e.bytes as f64 / 1e6
+                );
             }
         }
     }
@@ -165,14 +177,16 @@ pub(super) fn bench_train_cmd(
     let progress = |r: &EngineRun| {
         if !json_out {
             eprintln!(
-                "  {:<5} {:>7.1} tok/s  step {:>6.2} s  peak RSS {:>6.0} MB  loss {:.4} → {:.4}  (load {:.1} s)",
+                "  {:<5} {:>7.1} tok/s  {:>6.2} tok/CPU-s  step {:>6.2} s  peak RSS {:>6.0} MB  loss {:.4} → {:.4}  (load {:.1} s, load avg {})",
                 r.engine,
                 r.tokens_per_s(),
+                r.tokens_per_cpu_s(),
                 r.step_s.iter().sum::<f64>() / r.step_s.len().max(1) as f64,
                 r.peak_rss_mb,
                 r.losses.first().copied().unwrap_or(f64::NAN),
                 r.losses.last().copied().unwrap_or(f64::NAN),
-                r.load_s
+                r.load_s,
+                bench_train::load_average().map_or("?".into(), |l| format!("{l:.2}"))
             );
         }
     };
@@ -201,7 +215,10 @@ pub(super) fn bench_train_cmd(
         report.steps,
         report.load_average.map_or("?".into(), |l| format!("{l:.2}"))
     );
-    println!("{:<22} {:>12} {:>12} {:>14}", "", "tokens/s", "s/step", "peak RSS MB");
+    println!(
+        "{:<22} {:>12} {:>12} {:>14}",
+        "", "tokens/s", "s/step", "peak RSS MB"
+    );
     let row = |name: &str, r: &EngineRun| {
         println!(
             "{:<22} {:>12.1} {:>12.2} {:>14.0}",
@@ -215,8 +232,8 @@ pub(super) fn bench_train_cmd(
     if let (Some(p), Some(r)) = (&report.peft, &report.ratios) {
         row("pytorch + peft", p);
         println!(
-            "{:<22} {:>11.2}× {:>12} {:>13.2}×",
-            "ratio kura/peft", r.throughput, "", r.peak_rss
+            "{:<22} {:>11.2}× {:>11.2}× {:>12} {:>13.2}×",
+            "ratio kura/peft", r.throughput, r.cpu_efficiency, "", r.peak_rss
         );
         println!("reference: {}", p.versions);
         if let (k, Some(q)) = report.first_loss {

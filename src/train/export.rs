@@ -280,7 +280,11 @@ fn config_json(s: &Shape, file: &GgufFile, tied: bool) -> serde_json::Value {
     if let Ok(Some(name)) = file.string_opt("general.name") {
         obj.insert(
             "_kura_source".into(),
-            json!(format!("{} (dequantized from {})", name, file.path().display())),
+            json!(format!(
+                "{} (dequantized from {})",
+                name,
+                file.path().display()
+            )),
         );
     }
     c
@@ -385,7 +389,10 @@ mod tests {
             tensors["model.layers.1.self_attn.k_proj.weight"].dims(),
             &[32, 64]
         );
-        assert_eq!(tensors["model.layers.0.self_attn.q_proj.bias"].dims(), &[64]);
+        assert_eq!(
+            tensors["model.layers.0.self_attn.q_proj.bias"].dims(),
+            &[64]
+        );
         assert!(!tensors.contains_key("lm_head.weight"));
         // Values are the GGUF's, dequantized.
         let mut file = GgufFile::open(&gguf).unwrap();
