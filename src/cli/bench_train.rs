@@ -216,14 +216,15 @@ pub(super) fn bench_train_cmd(
         report.load_average.map_or("?".into(), |l| format!("{l:.2}"))
     );
     println!(
-        "{:<22} {:>12} {:>12} {:>14}",
-        "", "tokens/s", "s/step", "peak RSS MB"
+        "{:<22} {:>12} {:>12} {:>12} {:>14}",
+        "", "tokens/s", "tok/CPU-s", "s/step", "peak RSS MB"
     );
     let row = |name: &str, r: &EngineRun| {
         println!(
-            "{:<22} {:>12.1} {:>12.2} {:>14.0}",
+            "{:<22} {:>12.1} {:>12.2} {:>12.2} {:>14.0}",
             name,
             r.tokens_per_s(),
+            r.tokens_per_cpu_s(),
             r.step_s.iter().sum::<f64>() / r.step_s.len().max(1) as f64,
             r.peak_rss_mb
         );
