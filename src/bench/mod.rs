@@ -4,3 +4,4 @@ pub mod embed;
 pub mod generate;
 pub mod index;
 pub mod ingest;
+pub mod train;

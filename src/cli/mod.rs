@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 use crate::paths::Paths;
 
 mod ask;
+mod bench_train;
 mod dict;
 mod docs;
 mod jobs;
@@ -116,6 +117,8 @@ pub enum BenchCommand {
     Ingest(docs::BenchIngestArgs),
     /// Prefill/decode speed, time to first token and peak RSS, side by side with llama.cpp.
     Generate(llm::BenchGenerateArgs),
+    /// LoRA training tokens/s and peak RSS, side by side with PyTorch + PEFT on the same weights.
+    Train(bench_train::BenchTrainArgs),
 }
 
 /// `kura models …`
@@ -148,6 +151,14 @@ pub enum ModelsCommand {
         /// Target type: q8_0, q4_0 or q4_k.
         #[arg(long = "type", default_value = "q8_0")]
         kind: String,
+    },
+    /// Write a GGUF's dequantized base as a Hugging Face folder (config.json + f32
+    /// model.safetensors) for transformers / PEFT.
+    ExportHf {
+        /// A model name (see `kura models list`) or a GGUF file.
+        model: String,
+        /// The folder to write.
+        dir: PathBuf,
     },
     /// Download the default models (connected machines only; runs installer/fetch-models).
     Fetch {
@@ -235,6 +246,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Train(cmd) => train::train_cmd(cmd, &paths, cli.json),
         Command::Adapters(cmd) => train::adapters_cmd(cmd, &paths, cli.json),
         Command::Jobs(cmd) => jobs::jobs_cmd(cmd, &paths, cli.json),
+        Command::Bench(BenchCommand::Train(args)) => {
+            bench_train::bench_train_cmd(args, &paths, cli.json)
+        }
         Command::Bench(BenchCommand::Generate(args)) => {
             llm::bench_generate_cmd(args, &paths, cli.json)
         }

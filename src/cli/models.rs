@@ -114,6 +114,34 @@ pub(super) fn models(cmd: ModelsCommand, paths: &Paths, json: bool) -> Result<Ex
             output,
             kind,
         } => super::llm::quantize_cmd(input, output, &kind, json),
+        ModelsCommand::ExportHf { model, dir } => {
+            let path = PathBuf::from(&model);
+            let gguf = if path.is_file() {
+                path
+            } else {
+                registry
+                    .verify_named(Some(&model), crate::models::Role::Chat)?
+                    .primary()
+                    .to_path_buf()
+            };
+            let out = crate::train::export::export_hf(&gguf, &dir)?;
+            if json {
+                print_json(&json!({
+                    "dir": out.dir, "architecture": out.architecture, "tensors": out.tensors,
+                    "bytes": out.bytes, "tied_embeddings": out.tied_embeddings,
+                }));
+            } else {
+                println!(
+                    "wrote {} ({}, {} tensors, {:.0} MB f32) from {}",
+                    out.dir.display(),
+                    out.architecture,
+                    out.tensors,
+                    out.bytes as f64 / 1e6,
+                    gguf.display()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         ModelsCommand::Fetch { names } => {
             let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("installer/fetch-models");
             if !script.is_file() {

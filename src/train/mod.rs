@@ -45,6 +45,7 @@
 pub mod checkpoint;
 pub mod dataset;
 pub mod evaluate;
+pub mod export;
 pub mod lora;
 pub mod memory;
 pub mod model;
