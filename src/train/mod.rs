@@ -15,6 +15,7 @@
 //! | file | what |
 //! |---|---|
 //! | `dataset.rs` | JSONL import (OpenAI / Alpaca), validation naming line and field, seeded split, tokenization with the assistant-only loss mask, the dataset store |
+//! | `export.rs` | the dequantized base as a Hugging Face folder (for transformers/PEFT and `kura bench train`) |
 //! | `lora.rs` | targets, [`LoraConfig`], PEFT-style init, PEFT save/load |
 //! | `memory.rs` | peak-memory estimate before a job starts; refusal when it cannot fit |
 //! | `model.rs` | [`LoraModel`]: dense base + adapters, the masked cross-entropy |
