@@ -2,7 +2,8 @@
 //! sample manuals ingested into a temporary data folder) serving `ui/dist`, driven
 //! by headless Chromium through playwright-core (`ui/tests/browser.mjs`).
 //!
-//! A user asks a Japanese question and sees the answer stream in with a citation
+//! The server has an access token, as on a LAN: the UI asks for it, and keeps it
+//! in a cookie. A user asks a Japanese question and sees the answer stream in with a citation
 //! chip, opens the source panel with the cited passage highlighted, gives 👍,
 //! switches the UI to English (kept after a reload), adds a document on the
 //! Documents screen and watches it ingest, looks at the models, and asks, in a
@@ -89,10 +90,12 @@ fn the_web_ui_answers_with_citations_switches_language_and_ingests() {
     )
     .unwrap();
 
+    // With an access token, as on a LAN: the browser must show it (cookie) on every call.
+    let token = kura::server::auth::random_token();
     let server = Server::start_in(
         data,
         "qwen2.5-coder-1.5b-instruct",
-        &["--ui-dir", dist.to_str().unwrap()],
+        &["--ui-dir", dist.to_str().unwrap(), "--token", &token],
     );
     let url = format!("http://{}", server.addr);
     let shots = std::env::var_os("KURA_SCREENSHOTS")
@@ -105,6 +108,7 @@ fn the_web_ui_answers_with_citations_switches_language_and_ingests() {
         .env("KURA_CHROMIUM", &chromium)
         .env("KURA_SCREENSHOTS", &shots)
         .env("KURA_NEW_DOC", &new_doc)
+        .env("KURA_TOKEN", &token)
         .status()
         .expect("node runs");
     assert!(

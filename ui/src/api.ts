@@ -87,7 +87,20 @@ export type AskEvent =
 
 export class ApiFailure extends Error {}
 
+// Access token (src/server/auth.rs): a server started with a token (`kura serve
+// --token`, and always the desktop app) sets an HttpOnly cookie when the UI is
+// opened with `?token=…`, and the browser sends it with every request below
+// (`credentials: "same-origin"`, EventSource included). Without it the API answers
+// 401; the shell then asks for the token (see `TokenGate` in App.tsx).
+export const UNAUTHORIZED_EVENT = "kura-unauthorized";
+
+/** Reloads the UI with `token`: the server turns it into the cookie. */
+export function enterToken(token: string) {
+  location.assign(`/?token=${encodeURIComponent(token.trim())}${location.hash}`);
+}
+
 async function errorOf(r: Response): Promise<ApiFailure> {
+  if (r.status === 401) window.dispatchEvent(new Event(UNAUTHORIZED_EVENT));
   let msg = `${r.status} ${r.statusText}`;
   try {
     const body = await r.json();
@@ -99,7 +112,7 @@ async function errorOf(r: Response): Promise<ApiFailure> {
 }
 
 async function getJson<T>(url: string): Promise<T> {
-  const r = await fetch(url);
+  const r = await fetch(url, { credentials: "same-origin" });
   if (!r.ok) throw await errorOf(r);
   return (await r.json()) as T;
 }
@@ -107,6 +120,7 @@ async function getJson<T>(url: string): Promise<T> {
 async function sendJson<T>(method: string, url: string, body?: unknown): Promise<T> {
   const r = await fetch(url, {
     method,
+    credentials: "same-origin",
     headers: body === undefined ? {} : { "content-type": "application/json" },
     body: body === undefined ? undefined : JSON.stringify(body),
   });
@@ -158,6 +172,7 @@ export async function ask(
 ): Promise<void> {
   const r = await fetch("/api/ask", {
     method: "POST",
+    credentials: "same-origin",
     headers: { "content-type": "application/json", accept: "text/event-stream" },
     body: JSON.stringify(body),
     signal,

@@ -5,6 +5,8 @@
 //   KURA_CHROMIUM     the browser binary (default /usr/bin/chromium)
 //   KURA_SCREENSHOTS  where to write the screenshots
 //   KURA_NEW_DOC      a file on the server to add through the Documents screen
+//   KURA_TOKEN        the server's access token (`kura serve --token`), typed into
+//                     the token prompt the UI shows when the API answers 401
 // Exits non-zero, naming the failed step, when anything a user would notice is wrong.
 import { chromium } from "playwright-core";
 import { mkdirSync } from "node:fs";
@@ -14,8 +16,9 @@ const url = process.env.KURA_URL;
 const browserPath = process.env.KURA_CHROMIUM || "/usr/bin/chromium";
 const shots = process.env.KURA_SCREENSHOTS || "screenshots";
 const newDoc = process.env.KURA_NEW_DOC;
-if (!url || !newDoc) {
-  console.error("browser.mjs: set KURA_URL and KURA_NEW_DOC (tests/ui_browser.rs does)");
+const token = process.env.KURA_TOKEN;
+if (!url || !newDoc || !token) {
+  console.error("browser.mjs: set KURA_URL, KURA_NEW_DOC and KURA_TOKEN (tests/ui_browser.rs does)");
   process.exit(2);
 }
 mkdirSync(shots, { recursive: true });
@@ -53,9 +56,22 @@ try {
     log("screenshot", name);
   };
 
-  step = "open the UI in Japanese";
+  step = "enter the access token";
+  // Opened without the token, the API answers 401 and the UI asks for it; once
+  // entered, the server keeps it in an HttpOnly cookie for every later request.
   await page.goto(url);
+  await page.getByTestId("token-gate").waitFor();
+  await shot("token-ja");
+  await page.getByTestId("token-input").fill(token);
+  await page.getByTestId("token-input").press("Enter");
+  await page.waitForURL((u) => !u.search.includes("token="));
+  check(!page.url().includes(token), "the token does not stay in the address bar");
+  const cookies = await page.context().cookies();
+  check(cookies.some((c) => c.value === token && c.httpOnly), "the token is kept in an HttpOnly cookie");
+
+  step = "open the UI in Japanese";
   await page.getByTestId("nav-chat").waitFor();
+  check((await page.getByTestId("token-gate").count()) === 0, "no token prompt once the token is given");
   check((await page.getByTestId("nav-chat").innerText()).includes("チャット"), "navigation is in Japanese for a ja-JP browser");
   check((await page.locator("html").getAttribute("lang")) === "ja", "<html lang=ja>");
   await page.getByTestId("pick-manuals").waitFor();
