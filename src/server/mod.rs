@@ -13,6 +13,7 @@
 //! | `POST /api/ask` | a grounded answer with citations, streamed (SSE) ([`ask`]) |
 //! | `GET /api/collections`, `/api/chunks/{id}/page` | the library, for the UI ([`ask`]) |
 //! | `/api/ingest…`, `/api/collections/{name}/documents`, `/api/documents/{id}`, `/api/models`, `/api/feedback` | documents, ingest jobs, models, feedback, for the UI ([`library_api`]) |
+//! | `/api/training/jobs…` | the training-job queue: list, submit, metrics, cancel, resume ([`jobs_api`]) |
 //! | `GET /api/health` | status, models, queue and counters, version (open even with a token) |
 //! | `GET /…` (anything else) | the web UI ([`ui`]): files of `ui/dist`, else `index.html` |
 //!
@@ -72,6 +73,7 @@
 pub mod ask;
 pub mod auth;
 pub mod error;
+pub mod jobs_api;
 pub mod library;
 pub mod library_api;
 pub mod loaded;
@@ -265,6 +267,7 @@ pub fn routes() -> Router<Arc<ServerState>> {
     openai::routes()
         .merge(ask::routes())
         .merge(library_api::routes())
+        .merge(jobs_api::routes())
         .route("/api/health", get(health))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

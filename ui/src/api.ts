@@ -62,6 +62,32 @@ export interface ModelInfo {
   loaded: boolean;
 }
 
+export interface TrainingJob {
+  id: number;
+  name: string;
+  folder: string;
+  state: "queued" | "running" | "done" | "failed" | "cancelled";
+  run_at: number;
+  submitted_at: number;
+  step: number;
+  total_steps: number | null;
+  loss: number | null;
+  tokens_per_s: number | null;
+  eta_s: number | null;
+  eval_loss: number | null;
+  error: string | null;
+  cancel_requested: boolean;
+}
+
+export interface StepMetrics {
+  step: number;
+  total_steps: number;
+  loss: number;
+  tokens_per_s: number;
+  eta_s: number;
+  eval_loss?: number;
+}
+
 export interface PageView {
   doc: string;
   page: number;
@@ -143,6 +169,13 @@ export const api = {
   jobs: () =>
     getJson<{ jobs: { id: string; collection: string; state: string }[] }>("/api/ingest"),
   models: () => getJson<{ models: ModelInfo[] }>("/api/models"),
+  trainingJobs: () => getJson<{ jobs: TrainingJob[] }>("/api/training/jobs"),
+  trainingJob: (id: number) =>
+    getJson<{ job: TrainingJob; metrics: StepMetrics[] }>(`/api/training/jobs/${id}`),
+  submitTraining: (job: string, at: string) =>
+    sendJson<{ job: TrainingJob }>("POST", "/api/training/jobs", { job, at: at || undefined }),
+  cancelTraining: (id: number) => sendJson<{ job: TrainingJob }>("POST", `/api/training/jobs/${id}/cancel`),
+  resumeTraining: (id: number) => sendJson<{ job: TrainingJob }>("POST", `/api/training/jobs/${id}/resume`),
   page: (chunkId: number) => getJson<PageView>(`/api/chunks/${chunkId}/page`),
   feedback: (body: {
     question: string;
