@@ -3,8 +3,10 @@
 //! `http://127.0.0.1:PORT`, which Tauri treats as a remote origin whose commands
 //! must each be granted.
 fn main() {
-    tauri_build::try_build(tauri_build::Attributes::new().app_manifest(
-        tauri_build::AppManifest::new().commands(&["pick_folder", "open_source"]),
-    ))
+    tauri_build::try_build(
+        tauri_build::Attributes::new().app_manifest(
+            tauri_build::AppManifest::new().commands(&["pick_folder", "open_source"]),
+        ),
+    )
     .expect("tauri-build: check tauri.conf.json and capabilities/");
 }

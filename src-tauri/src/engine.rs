@@ -91,8 +91,7 @@ impl Engine {
         let info_file = paths.data_dir.join("desktop.json");
         write_private(
             &info_file,
-            &serde_json::json!({"url": url, "token": token, "pid": std::process::id()})
-                .to_string(),
+            &serde_json::json!({"url": url, "token": token, "pid": std::process::id()}).to_string(),
         )
         .with_context(|| format!("writing {}", info_file.display()))?;
         println!("kura-desktop: engine listening on {url}");
@@ -111,11 +110,11 @@ impl Engine {
     }
 
     /// Stops the server (running generations are cancelled) and forgets the address.
-    pub fn stop(&mut self, runtime: &Runtime) {
+    pub fn stop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
             // Give the server a moment to cancel generations and close connections.
-            runtime.block_on(tokio::time::sleep(Duration::from_millis(300)));
+            std::thread::sleep(Duration::from_millis(300));
         }
         let _ = std::fs::remove_file(&self.info_file);
     }

@@ -108,7 +108,7 @@ fn main() -> Result<()> {
                 .unwrap_or_else(|e| e.into_inner())
                 .take();
             if let Some(mut engine) = engine {
-                engine.stop(&desktop.runtime);
+                engine.stop();
             }
         }
     });
@@ -137,7 +137,8 @@ fn start_engine(app: tauri::AppHandle, paths: Paths, resources: Option<std::path
             }
         }
         Err(e) => {
-            let message = format!("エンジンを起動できませんでした / The engine did not start:\n{e:#}");
+            let message =
+                format!("エンジンを起動できませんでした / The engine did not start:\n{e:#}");
             eprintln!("kura-desktop: {message}");
             let js = format!(
                 "document.getElementById('status').textContent = {};",

@@ -98,7 +98,14 @@ fn start_xvfb() -> (String, Child) {
         }
         let display = format!(":{n}");
         let mut child = Command::new("Xvfb")
-            .args([display.as_str(), "-screen", "0", "1280x860x24", "-nolisten", "tcp"])
+            .args([
+                display.as_str(),
+                "-screen",
+                "0",
+                "1280x860x24",
+                "-nolisten",
+                "tcp",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -132,7 +139,10 @@ fn get(addr: &str, path: &str, bearer: Option<&str>) -> (u16, String) {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
     (status, body)
 }
 
@@ -153,7 +163,12 @@ fn inspect(png: &Path, x: u32, y: u32) -> ((u8, u8, u8), usize) {
         .split_whitespace()
         .filter_map(|p| p.parse().ok())
         .collect();
-    assert_eq!(v.len(), 4, "convert said: {text} {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        v.len(),
+        4,
+        "convert said: {text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     ((v[0] as u8, v[1] as u8, v[2] as u8), v[3])
 }
 
@@ -204,15 +219,25 @@ fn the_desktop_app_opens_its_window_on_the_in_process_engine() {
     let url = loop {
         match rx.recv_timeout(Duration::from_secs(600)) {
             Ok(line) => {
-                if let Some(u) = line.trim().strip_prefix("kura-desktop: engine listening on ") {
+                if let Some(u) = line
+                    .trim()
+                    .strip_prefix("kura-desktop: engine listening on ")
+                {
                     break u.to_owned();
                 }
             }
-            Err(_) => panic!("kura-desktop never said where its engine listens; see its stderr above"),
+            Err(_) => {
+                panic!("kura-desktop never said where its engine listens; see its stderr above")
+            }
         }
     };
-    eprintln!("engine up after {:.1} s at {url}", started.elapsed().as_secs_f64());
-    let addr = url.strip_prefix("http://127.0.0.1:").map(|p| format!("127.0.0.1:{p}"));
+    eprintln!(
+        "engine up after {:.1} s at {url}",
+        started.elapsed().as_secs_f64()
+    );
+    let addr = url
+        .strip_prefix("http://127.0.0.1:")
+        .map(|p| format!("127.0.0.1:{p}"));
     let addr = addr.expect("the engine listens on 127.0.0.1 only");
 
     let info: serde_json::Value = serde_json::from_str(
@@ -229,7 +254,11 @@ fn the_desktop_app_opens_its_window_on_the_in_process_engine() {
             .unwrap()
             .permissions()
             .mode();
-        assert_eq!(mode & 0o077, 0, "desktop.json is readable by this user only");
+        assert_eq!(
+            mode & 0o077,
+            0,
+            "desktop.json is readable by this user only"
+        );
     }
 
     let (status, body) = get(&addr, "/api/health", None);
@@ -257,7 +286,10 @@ fn the_desktop_app_opens_its_window_on_the_in_process_engine() {
             if let Some(id) = ids.split_whitespace().next() {
                 break id.to_owned();
             }
-            assert!(Instant::now() < deadline, "no visible window named Kura after 120 s");
+            assert!(
+                Instant::now() < deadline,
+                "no visible window named Kura after 120 s"
+            );
             std::thread::sleep(Duration::from_millis(500));
         }
     };
@@ -271,7 +303,11 @@ fn the_desktop_app_opens_its_window_on_the_in_process_engine() {
             &["-window", "root", shot.to_str().unwrap()],
             Some(&display),
         );
-        assert!(out.status.success(), "import: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "import: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let (pixel, colours) = inspect(&shot, 8, 700);
         if close(pixel, NAVY) && colours > 200 {
             break (pixel, colours);
@@ -296,7 +332,10 @@ fn the_desktop_app_opens_its_window_on_the_in_process_engine() {
         close(after, NAVY),
         "the sidebar is covered (e.g. by the token prompt): pixel {after:?}, was {pixel:?}"
     );
-    assert!(colours_after > 200, "a nearly blank screen: {colours} colours");
+    assert!(
+        colours_after > 200,
+        "a nearly blank screen: {colours} colours"
+    );
     eprintln!("screenshot: {} ({colours_after} colours)", shot.display());
 
     // SIGTERM closes the app and takes the token file with it.
@@ -311,7 +350,10 @@ fn the_desktop_app_opens_its_window_on_the_in_process_engine() {
         if let Some(s) = app.try_wait().unwrap() {
             break s;
         }
-        assert!(Instant::now() < deadline, "kura-desktop did not exit within 30 s of SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "kura-desktop did not exit within 30 s of SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(200));
     };
     assert!(status.success(), "exit status after SIGTERM: {status}");

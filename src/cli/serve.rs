@@ -49,7 +49,12 @@ pub struct ServeArgs {
     pub device: DeviceChoice,
     /// Access token that /api and /v1 require (`Authorization: Bearer TOKEN`, the
     /// `api_key` of OpenAI clients; browsers open the UI once with `?token=TOKEN`).
-    #[arg(long, env = "KURA_API_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "KURA_API_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
     pub token: Option<String>,
 }
 

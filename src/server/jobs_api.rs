@@ -164,10 +164,7 @@ async fn submit(State(state): State<Arc<ServerState>>, body: Bytes) -> Result<Re
 fn prepare(job: &TrainJob, paths: &Paths) -> Result<TrainRun, ApiError> {
     let bad = |e: String| ApiError::bad_request(e, Some("job"));
     job.validate().map_err(|e| bad(e.to_string()))?;
-    if job.name.is_empty()
-        || job.name.contains(['/', '\\'])
-        || job.name.starts_with('.')
-    {
+    if job.name.is_empty() || job.name.contains(['/', '\\']) || job.name.starts_with('.') {
         return Err(bad(format!(
             "job name `{}` must be a plain name (no `/`, not starting with `.`)",
             job.name
