@@ -104,9 +104,10 @@ impl Engine {
         })
     }
 
-    /// The address the window opens: the UI, handing it this launch's token.
+    /// The address the window opens: the UI in the desktop's language, handing it
+    /// this launch's token.
     pub fn window_url(&self) -> String {
-        format!("{}/?token={}", self.url, self.token)
+        format!("{}/?lang={}&token={}", self.url, desktop_language(), self.token)
     }
 
     /// Stops the server (running generations are cancelled) and forgets the address.
@@ -117,6 +118,21 @@ impl Engine {
             std::thread::sleep(Duration::from_millis(300));
         }
         let _ = std::fs::remove_file(&self.info_file);
+    }
+}
+
+/// The UI language of the desktop session: `ja` when the locale (`LC_ALL`,
+/// `LC_MESSAGES`, `LANG`, then `LANGUAGE`) is Japanese, else `en`. The web view's
+/// own `navigator.language` cannot be trusted for this: WebKitGTK reports `en-US`
+/// when the C library lacks the locale, as on minimal installs.
+pub fn desktop_language() -> &'static str {
+    let locale = ["LC_ALL", "LC_MESSAGES", "LANG", "LANGUAGE"]
+        .iter()
+        .filter_map(|v| std::env::var(v).ok())
+        .find(|v| !v.is_empty());
+    match locale {
+        Some(l) if l.starts_with("ja") => "ja",
+        _ => "en",
     }
 }
 

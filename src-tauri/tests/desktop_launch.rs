@@ -279,7 +279,7 @@ fn the_desktop_app_opens_its_window_on_the_in_process_engine() {
         loop {
             let out = run(
                 "xdotool",
-                &["search", "--onlyvisible", "--name", "Kura"],
+                &["search", "--onlyvisible", "--pid", &pid.to_string()],
                 Some(&display),
             );
             let ids = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -288,11 +288,13 @@ fn the_desktop_app_opens_its_window_on_the_in_process_engine() {
             }
             assert!(
                 Instant::now() < deadline,
-                "no visible window named Kura after 120 s"
+                "no visible window of kura-desktop after 120 s"
             );
             std::thread::sleep(Duration::from_millis(500));
         }
     };
+    let title = run("xdotool", &["getwindowname", &window], Some(&display));
+    assert_eq!(String::from_utf8_lossy(&title.stdout).trim(), "Kura 蔵");
     let shots = repo().join("target/desktop-screenshots");
     std::fs::create_dir_all(&shots).unwrap();
     let shot = shots.join("desktop-ja.png");

@@ -1,6 +1,6 @@
 // Every text the UI shows, in Japanese and English. The language follows the
-// browser (navigator.language) until the user picks one; the choice is kept in
-// localStorage.
+// browser (navigator.language; in the desktop app the OS locale, passed as
+// `?lang=`) until the user picks one; the choice is kept in localStorage.
 import { createContext, useContext, useState, type ReactNode } from "react";
 
 export type Lang = "ja" | "en";
@@ -267,6 +267,10 @@ const STORAGE_KEY = "kura.lang";
 export function initialLang(): Lang {
   const saved = localStorage.getItem(STORAGE_KEY);
   if (saved === "ja" || saved === "en") return saved;
+  // The desktop app passes the OS locale (`?lang=`): WebKitGTK's navigator.language
+  // can say en-US on a Japanese desktop.
+  const asked = new URLSearchParams(location.search).get("lang");
+  if (asked === "ja" || asked === "en") return asked;
   return (navigator.language || "en").toLowerCase().startsWith("ja") ? "ja" : "en";
 }
 
