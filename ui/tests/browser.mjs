@@ -176,11 +176,11 @@ try {
   await page.getByTestId("training-screen").waitFor();
   await page.getByTestId("job-toml").fill(trainJob);
   await page.getByTestId("submit-job").click();
-  const job = page.getByTestId("training-job").first();
-  await job.waitFor();
+  const trainRow = page.getByTestId("training-job").first();
+  await trainRow.waitFor();
   // The runner takes it (running, with a step count), then finishes it.
   await page.locator('[data-testid="training-job"][data-state="done"]').waitFor({ timeout: TRAIN_TIMEOUT });
-  const row = await job.innerText();
+  const row = await trainRow.innerText();
   log("training job:", row.replace(/\s+/g, " "));
   check(/6 \/ 6/.test(row), "the job shows all its steps done");
   await page.getByTestId("loss-curve").locator("polyline").waitFor();
