@@ -107,7 +107,12 @@ impl Engine {
     /// The address the window opens: the UI in the desktop's language, handing it
     /// this launch's token.
     pub fn window_url(&self) -> String {
-        format!("{}/?lang={}&token={}", self.url, desktop_language(), self.token)
+        format!(
+            "{}/?lang={}&token={}",
+            self.url,
+            desktop_language(),
+            self.token
+        )
     }
 
     /// Stops the server (running generations are cancelled) and forgets the address.
