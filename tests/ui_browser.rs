@@ -2,10 +2,13 @@
 //! sample manuals ingested into a temporary data folder) serving `ui/dist`, driven
 //! by headless Chromium through playwright-core (`ui/tests/browser.mjs`).
 //!
-//! A user asks a Japanese question and sees the answer stream in with a citation
+//! The server has an access token, as on a LAN: the UI asks for it, and keeps it
+//! in a cookie. A user asks a Japanese question and sees the answer stream in with a citation
 //! chip, opens the source panel with the cited passage highlighted, gives 👍,
 //! switches the UI to English (kept after a reload), adds a document on the
-//! Documents screen and watches it ingest, looks at the models, and asks, in a
+//! Documents screen and watches it ingest, submits a tiny training job (fixture
+//! model) on the Training screen and watches it train to the end with its loss
+//! curve, looks at the models, and asks, in a
 //! second conversation, what the manuals do not say (the refusal with the closest
 //! sources). Screenshots of
 //! every screen in Japanese and English go to `target/ui-screenshots/` (or
@@ -22,6 +25,16 @@ use std::process::Command;
 
 use common::server::Server;
 use common::{kura, real_models_dir, OutputText};
+
+/// The training runner, stopped when the test ends.
+struct Runner(std::process::Child);
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -89,12 +102,40 @@ fn the_web_ui_answers_with_citations_switches_language_and_ingests() {
     )
     .unwrap();
 
+    // A tiny training job (random-weight fixture model, six steps) for the Training
+    // screen, and the runner that trains what the UI queues.
+    let train_model = data.path().join("tiny.gguf");
+    kura::llm::fixtures::write_tiny_qwen2_gguf(&train_model, 7).unwrap();
+    let train_data = data.path().join("faq.jsonl");
+    let lines: Vec<String> = (0..6)
+        .map(|i| format!(r#"{{"instruction":"質問 {i}","output":"答えは {i} です"}}"#))
+        .collect();
+    std::fs::write(&train_data, lines.join("\n")).unwrap();
+    let train_job = format!(
+        "name = \"ui-tiny\"\nmodel = \"{}\"\ndataset = \"{}\"\n[lora]\nrank = 2\n\
+         [train]\nmax_steps = 6\ncheckpoint_every = 3\nlearning_rate = 1e-2\n",
+        train_model.display(),
+        train_data.display()
+    );
+    let data_dir = data.path().to_path_buf();
+
+    // With an access token, as on a LAN: the browser must show it (cookie) on every call.
+    let token = kura::server::auth::random_token();
     let server = Server::start_in(
         data,
         "qwen2.5-coder-1.5b-instruct",
-        &["--ui-dir", dist.to_str().unwrap()],
+        &["--ui-dir", dist.to_str().unwrap(), "--token", &token],
     );
     let url = format!("http://{}", server.addr);
+    let runner = Runner(
+        Command::new(env!("CARGO_BIN_EXE_kura"))
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(["jobs", "run", "--poll", "1"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("kura jobs run starts"),
+    );
     let shots = std::env::var_os("KURA_SCREENSHOTS")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo().join("target/ui-screenshots"));
@@ -105,8 +146,11 @@ fn the_web_ui_answers_with_citations_switches_language_and_ingests() {
         .env("KURA_CHROMIUM", &chromium)
         .env("KURA_SCREENSHOTS", &shots)
         .env("KURA_NEW_DOC", &new_doc)
+        .env("KURA_TOKEN", &token)
+        .env("KURA_TRAIN_JOB", &train_job)
         .status()
         .expect("node runs");
+    drop(runner);
     assert!(
         status.success(),
         "the browser test failed (see its output above; screenshots, including failure.png, in {})",

@@ -10,15 +10,14 @@ use serde_json::json;
 
 use super::print_json;
 use crate::llm::DeviceChoice;
-use crate::models::Registry;
 use crate::paths::Paths;
-use crate::server::{self, Library, LoadedModels, ServerOptions, ServerState};
+use crate::server::{self, ModelChoice, ServerOptions, ServerState};
 
 /// `kura serve`
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Address to listen on. The default serves this machine only; `0.0.0.0` serves
-    /// the LAN (there is no authentication yet).
+    /// the LAN (give it a `--token` then).
     #[arg(long, default_value = "127.0.0.1")]
     pub host: IpAddr,
     /// Port to listen on (0: any free port; the address is printed).
@@ -53,23 +52,45 @@ pub struct ServeArgs {
     /// loaded and unloaded while running (`POST /api/adapters/NAME/load`).
     #[arg(long = "adapter", value_name = "NAME")]
     pub adapters: Vec<String>,
+    /// Access token that /api and /v1 require (`Authorization: Bearer TOKEN`, the
+    /// `api_key` of OpenAI clients; browsers open the UI once with `?token=TOKEN`).
+    #[arg(
+        long,
+        env = "KURA_API_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
 }
 
 pub(super) fn serve_cmd(args: ServeArgs, paths: &Paths, json_out: bool) -> Result<ExitCode> {
-    let registry = Registry::open(&paths.models_dir)?;
-    let device = args.device.open()?;
+    if args.token.as_deref().is_some_and(|t| t.trim().is_empty()) {
+        anyhow::bail!("--token / KURA_API_TOKEN is empty");
+    }
     if !json_out {
         eprintln!("kura serve: verifying and loading models…");
     }
-    let models = LoadedModels::load(
-        &registry,
-        &args.models,
-        args.embedding_model.as_deref(),
-        &device,
-    )?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let choice = ModelChoice {
+        chat: args.models.clone(),
+        embedding: args.embedding_model.clone(),
+        device: args.device,
+    };
+    let options = ServerOptions {
+        max_concurrent: args.max_concurrent,
+        max_waiting: args.max_queue,
+        context_length: args.context_length,
+        ui_dir: args.ui_dir.clone().or_else(server::ui::default_dir),
+        api_token: args.token.clone(),
+        ..ServerOptions::default()
+    };
+    let state = runtime.block_on(ServerState::open(paths, &choice, options))?;
     for spec in &args.adapters {
         let (name, dir) = super::train::adapter_folder(spec, paths)?;
-        let served = models.load_adapter(&name, &dir, None)?;
+        let served = state.models.load_adapter(&name, &dir, None)?;
         if !json_out {
             eprintln!(
                 "  adapter `{}` on {} → model `{}`",
@@ -79,31 +100,7 @@ pub(super) fn serve_cmd(args: ServeArgs, paths: &Paths, json_out: bool) -> Resul
             );
         }
     }
-    let names = models.names();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    // The documents `/api/ask` answers from: the same data folder as `kura ingest`.
-    let library = match models.embedding() {
-        Some(embedding) => Some(std::sync::Arc::new(
-            runtime.block_on(Library::open(paths, embedding))?,
-        )),
-        None => None,
-    };
-    let state = ServerState::with_library(
-        models,
-        ServerOptions {
-            max_concurrent: args.max_concurrent,
-            max_waiting: args.max_queue,
-            context_length: args.context_length,
-            ui_dir: args.ui_dir.clone().or_else(server::ui::default_dir),
-            models_dir: Some(paths.models_dir.clone()),
-            adapters_dir: Some(paths.adapters_dir()),
-            ..ServerOptions::default()
-        },
-        library,
-    );
+    let names = state.models.names();
     let result = runtime.block_on(async {
         let addr = SocketAddr::new(args.host, args.port);
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
@@ -118,12 +115,16 @@ pub(super) fn serve_cmd(args: ServeArgs, paths: &Paths, json_out: bool) -> Resul
                 "  models: {}; OpenAI base_url: http://{local}/v1 — Ctrl-C to stop",
                 names.join(", ")
             );
-            println!("  web UI: http://{local}/");
+            if args.token.is_some() {
+                println!("  web UI: http://{local}/?token=TOKEN (once per browser; the API needs `Authorization: Bearer TOKEN`)");
+            } else {
+                println!("  web UI: http://{local}/");
+            }
         }
-        if !args.host.is_loopback() {
+        if !args.host.is_loopback() && args.token.is_none() {
             eprintln!(
-                "warning: listening on {} — every machine that can reach it may use the API \
-                 (no authentication yet) / ネットワーク上の誰でも API を利用できます",
+                "warning: listening on {} with no --token — every machine that can reach it \
+                 may use the API / トークンなしでネットワーク上の誰でも API を利用できます",
                 args.host
             );
         }

@@ -14,7 +14,8 @@
 //! | `GET /api/collections`, `/api/chunks/{id}/page` | the library, for the UI ([`ask`]) |
 //! | `/api/ingest…`, `/api/collections/{name}/documents`, `/api/documents/{id}`, `/api/models`, `/api/feedback` | documents, ingest jobs, models, feedback, for the UI ([`library_api`]) |
 //! | `GET /api/adapters`, `POST /api/adapters/{name}/load`, `…/unload`, `…/report.png` | LoRA adapters served by name, loaded and unloaded live ([`adapters_api`]) |
-//! | `GET /api/health` | status, models, queue and counters, version |
+//! | `/api/training/jobs…` | the training-job queue: list, submit, metrics, cancel, resume ([`jobs_api`]) |
+//! | `GET /api/health` | status, models, queue and counters, version (open even with a token) |
 //! | `GET /…` (anything else) | the web UI ([`ui`]): files of `ui/dist`, else `index.html` |
 //!
 //! # Design
@@ -47,6 +48,13 @@
 //! queued requests with 503, cancels running generations (their clients get an error
 //! event) and waits a few seconds for connections to close.
 //!
+//! **An access token when others can reach it** ([`auth`]). With
+//! [`ServerOptions::api_token`] set, `/api` and `/v1` need `Authorization: Bearer` or
+//! the cookie the UI gets when opened with `?token=`; the desktop app always sets one.
+//!
+//! [`ServerState::open`] loads what `kura serve` and the desktop app serve (models,
+//! library) from the same choices, so the two start the engine the same way.
+//!
 //! Errors are OpenAI-shaped JSON ([`error`]). [`ServerState`] holds what handlers
 //! share; new parts of the API (e.g. grounded answers at `/api/ask`) add their state
 //! there and their routes in [`routes`].
@@ -65,7 +73,9 @@
 
 pub mod adapters_api;
 pub mod ask;
+pub mod auth;
 pub mod error;
+pub mod jobs_api;
 pub mod library;
 pub mod library_api;
 pub mod loaded;
@@ -89,7 +99,9 @@ pub use library::{Library, LibraryError};
 pub use loaded::{ChatModel, ChatRoute, EmbeddingModel, LoadError, LoadedModels, ServedAdapter};
 pub use queue::{QueueStats, Scheduler};
 
-use crate::llm::Llm;
+use crate::llm::{DeviceChoice, Llm, LlmError};
+use crate::models::{ModelError, Registry};
+use crate::paths::Paths;
 
 /// How long shutdown waits for open connections after cancelling the generations.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -112,6 +124,9 @@ pub struct ServerOptions {
     pub models_dir: Option<std::path::PathBuf>,
     /// The trained adapters (`<data>/adapters`), for `/api/adapters` (`None`: 503).
     pub adapters_dir: Option<std::path::PathBuf>,
+    /// The access token `/api` and `/v1` require ([`auth`]); `None`: open to all
+    /// who can connect (fine on loopback).
+    pub api_token: Option<String>,
 }
 
 impl Default for ServerOptions {
@@ -124,8 +139,38 @@ impl Default for ServerOptions {
             ui_dir: None,
             models_dir: None,
             adapters_dir: None,
+            api_token: None,
         }
     }
+}
+
+/// Which models a server loads: the choices of `kura serve`'s flags.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ModelChoice {
+    /// Chat models (the first answers requests that name none); empty: the default.
+    pub chat: Vec<String>,
+    /// The embedding model (`None`: the default; `Some("none")`: no embeddings, and
+    /// so no library: a model-only server).
+    pub embedding: Option<String>,
+    /// Where the chat models run.
+    pub device: DeviceChoice,
+}
+
+/// Why a server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The model registry or a model file (missing, wrong hash).
+    #[error(transparent)]
+    Registry(#[from] ModelError),
+    /// The device (e.g. CUDA asked for on a build without it).
+    #[error(transparent)]
+    Device(#[from] LlmError),
+    /// Loading a model.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// The catalog or the search index.
+    #[error(transparent)]
+    Library(#[from] LibraryError),
 }
 
 /// What every handler shares: the models, the queue, the settings.
@@ -180,6 +225,37 @@ impl ServerState {
         })
     }
 
+    /// Verifies and loads the models of `choice` (on a blocking thread: it reads
+    /// gigabytes) and opens the library in `paths.data_dir` (when an embedding model
+    /// is loaded): what `kura serve` and the desktop app serve. `options.models_dir`
+    /// is filled in from `paths` when unset.
+    pub async fn open(
+        paths: &Paths,
+        choice: &ModelChoice,
+        mut options: ServerOptions,
+    ) -> Result<Arc<Self>, StartError> {
+        let registry = Registry::open(&paths.models_dir)?;
+        let device = choice.device.open()?;
+        let (chat, embedding) = (choice.chat.clone(), choice.embedding.clone());
+        let models = tokio::task::spawn_blocking(move || {
+            LoadedModels::load(&registry, &chat, embedding.as_deref(), &device)
+        })
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
+        // The documents `/api/ask` answers from: the same data folder as `kura ingest`.
+        let library = match models.embedding() {
+            Some(embedding) => Some(Arc::new(Library::open(paths, embedding).await?)),
+            None => None,
+        };
+        options
+            .models_dir
+            .get_or_insert_with(|| paths.models_dir.clone());
+        options
+            .adapters_dir
+            .get_or_insert_with(|| paths.adapters_dir());
+        Ok(Self::with_library(models, options, library))
+    }
+
     /// The context a request to `llm` may use: the model's, lowered by the server's
     /// `context_length` option.
     pub fn context_length(&self, llm: &Llm) -> usize {
@@ -200,14 +276,20 @@ pub fn routes() -> Router<Arc<ServerState>> {
         .merge(ask::routes())
         .merge(library_api::routes())
         .merge(adapters_api::routes())
+        .merge(jobs_api::routes())
         .route("/api/health", get(health))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
 }
 
-/// The complete application for `state`.
+/// The complete application for `state`, behind its access token ([`auth`]).
 pub fn router(state: Arc<ServerState>) -> Router {
-    routes().with_state(state)
+    routes()
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ))
+        .with_state(state)
 }
 
 /// Unknown API paths are a JSON 404; every other path belongs to the web UI.

@@ -8,6 +8,7 @@ import { Documents } from "./Documents";
 import { Models } from "./Models";
 import { Training } from "./Training";
 import { Icon } from "./Icon";
+import { enterToken, UNAUTHORIZED_EVENT } from "./api";
 
 type Screen = "chat" | "documents" | "models" | "training";
 const SCREENS: { id: Screen; label: Key; icon: "chat" | "folder" | "model" | "training" }[] = [
@@ -17,6 +18,38 @@ const SCREENS: { id: Screen; label: Key; icon: "chat" | "folder" | "model" | "tr
   { id: "training", label: "navTraining", icon: "training" },
 ];
 
+/** Asks for the server's access token after the API answered 401. */
+function TokenGate() {
+  const { t } = useI18n();
+  const [token, setToken] = useState("");
+  return (
+    <div className="token-gate" role="dialog" aria-modal="true" data-testid="token-gate">
+      <form
+        className="card"
+        onSubmit={(e) => {
+          e.preventDefault();
+          if (token.trim()) enterToken(token);
+        }}
+      >
+        <h2>
+          <Icon name="lock" size={16} /> {t("tokenTitle")}
+        </h2>
+        <p className="muted">{t("tokenBody")}</p>
+        <input
+          type="password"
+          value={token}
+          onChange={(e) => setToken(e.target.value)}
+          autoFocus
+          data-testid="token-input"
+        />
+        <button className="btn primary" type="submit" disabled={!token.trim()}>
+          {t("tokenSubmit")}
+        </button>
+      </form>
+    </div>
+  );
+}
+
 function screenFromHash(): Screen {
   const h = location.hash.replace(/^#\/?/, "");
   return (SCREENS.find((s) => s.id === h)?.id ?? "chat") as Screen;
@@ -25,6 +58,12 @@ function screenFromHash(): Screen {
 export function App() {
   const { t, lang, setLang } = useI18n();
   const [screen, setScreen] = useState<Screen>(screenFromHash);
+  const [needToken, setNeedToken] = useState(false);
+  useEffect(() => {
+    const on = () => setNeedToken(true);
+    window.addEventListener(UNAUTHORIZED_EVENT, on);
+    return () => window.removeEventListener(UNAUTHORIZED_EVENT, on);
+  }, []);
   useEffect(() => {
     const on = () => setScreen(screenFromHash());
     window.addEventListener("hashchange", on);
@@ -82,6 +121,7 @@ export function App() {
         {screen === "models" && <Models />}
         {screen === "training" && <Training />}
       </main>
+      {needToken && <TokenGate />}
     </div>
   );
 }

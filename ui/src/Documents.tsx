@@ -5,6 +5,7 @@ import { useCallback, useEffect, useState } from "react";
 import { api, fileName, formatBytes, type CollectionInfo, type DocumentInfo } from "./api";
 import { useI18n, type Key } from "./i18n";
 import { Icon } from "./Icon";
+import { desktop } from "./desktop";
 
 interface FileState {
   path: string;
@@ -301,7 +302,23 @@ export function Documents() {
               data-testid="ingest-paths"
             />
           </label>
-          <div>
+          <div className="add-actions">
+            {desktop.available() && (
+              <button
+                className="btn"
+                onClick={async () => {
+                  try {
+                    const dir = await desktop.pickFolder();
+                    if (dir) setPaths((p) => (p.trim() ? `${p.trim()}\n${dir}` : dir));
+                  } catch (e) {
+                    setError(String(e));
+                  }
+                }}
+                data-testid="choose-folder"
+              >
+                <Icon name="folder" size={14} /> {t("chooseFolder")}
+              </button>
+            )}
             <button
               className="btn primary"
               onClick={startIngest}

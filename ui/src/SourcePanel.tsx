@@ -3,6 +3,7 @@
 import { useEffect, useRef, useState } from "react";
 import { api, chars, fileName, type PageView } from "./api";
 import { useI18n } from "./i18n";
+import { desktop } from "./desktop";
 
 export interface SourceTarget {
   n: number;
@@ -67,6 +68,15 @@ export function SourcePanel({ target, onClose }: { target: SourceTarget; onClose
           <div className="muted">
             {t("page")}
             {view?.page ?? target.page}
+            {desktop.available() && (
+              <button
+                className="btn small ghost"
+                onClick={() => desktop.openSource(target.chunkId).catch((e) => setError(String(e)))}
+                data-testid="open-file"
+              >
+                {t("openFile")}
+              </button>
+            )}
           </div>
         </div>
         <button className="icon-btn big" onClick={onClose} aria-label={t("close")} data-testid="close-panel">

@@ -1,15 +1,219 @@
-import { useI18n } from "./i18n";
+// Training (IT staff): the LoRA job queue with live progress (state, step, loss,
+// tokens/s, time left), the loss curve of the selected job, cancel / resume, and a
+// form to submit a job.toml with a start time. Polls the server every few seconds;
+// the training itself runs in `kura jobs run` (see src/server/jobs_api.rs).
+import { useCallback, useEffect, useState } from "react";
+import { api, type StepMetrics, type TrainingJob } from "./api";
+import { useI18n, type Key } from "./i18n";
 
-/** Placeholder until the LoRA trainer (issue 6) has its API. */
+const POLL_MS = 3000;
+
+const TEMPLATE = `name = "faq-tuning"
+model = "qwen2.5-coder-0.5b-instruct"
+dataset = "faq"          # an imported dataset (kura dataset import) or a JSONL path
+
+[train]
+max_steps = 100
+`;
+
+function duration(s: number | null): string {
+  if (s === null || !isFinite(s)) return "";
+  const m = Math.round(s / 60);
+  return m >= 60 ? `${Math.floor(m / 60)}h ${m % 60}m` : m > 0 ? `${m}m` : `${Math.round(s)}s`;
+}
+
+/** The loss (and eval loss) per step as a small SVG chart. */
+function LossCurve({ metrics }: { metrics: StepMetrics[] }) {
+  const { t } = useI18n();
+  if (metrics.length === 0) return <p className="muted">{t("noMetrics")}</p>;
+  const W = 640;
+  const H = 200;
+  const pad = 32;
+  const steps = metrics.map((m) => m.step);
+  const losses = metrics.flatMap((m) => (m.eval_loss === undefined ? [m.loss] : [m.loss, m.eval_loss]));
+  const [x0, x1] = [Math.min(...steps), Math.max(...steps, Math.min(...steps) + 1)];
+  const [y0, y1] = [Math.min(...losses), Math.max(...losses, Math.min(...losses) + 1e-6)];
+  const x = (s: number) => pad + ((s - x0) / (x1 - x0)) * (W - 2 * pad);
+  const y = (l: number) => H - pad - ((l - y0) / (y1 - y0)) * (H - 2 * pad);
+  const line = metrics.map((m) => `${x(m.step).toFixed(1)},${y(m.loss).toFixed(1)}`).join(" ");
+  const evals = metrics.filter((m) => m.eval_loss !== undefined);
+  return (
+    <svg viewBox={`0 0 ${W} ${H}`} className="loss-curve" data-testid="loss-curve" role="img" aria-label={t("lossCurve")}>
+      <line x1={pad} y1={H - pad} x2={W - pad} y2={H - pad} className="axis" />
+      <line x1={pad} y1={pad} x2={pad} y2={H - pad} className="axis" />
+      <text x={pad} y={pad - 8} className="tick">{y1.toFixed(3)}</text>
+      <text x={pad} y={H - 8} className="tick">{y0.toFixed(3)}</text>
+      <text x={W - pad} y={H - 8} className="tick" textAnchor="end">step {x1}</text>
+      <polyline points={line} className="loss" />
+      {evals.map((m) => (
+        <circle key={m.step} cx={x(m.step)} cy={y(m.eval_loss!)} r={3.5} className="eval" />
+      ))}
+    </svg>
+  );
+}
+
 export function Training() {
   const { t } = useI18n();
+  const [jobs, setJobs] = useState<TrainingJob[] | null>(null);
+  const [selected, setSelected] = useState<number | null>(null);
+  const [metrics, setMetrics] = useState<StepMetrics[]>([]);
+  const [error, setError] = useState<string | null>(null);
+  const [toml, setToml] = useState(TEMPLATE);
+  const [at, setAt] = useState("");
+
+  const refresh = useCallback(async () => {
+    try {
+      const r = await api.trainingJobs();
+      setJobs(r.jobs);
+      setSelected((s) => s ?? r.jobs[0]?.id ?? null);
+    } catch (e) {
+      setError((e as Error).message);
+    }
+  }, []);
+
+  useEffect(() => {
+    refresh();
+    const timer = setInterval(refresh, POLL_MS);
+    return () => clearInterval(timer);
+  }, [refresh]);
+
+  const selectedJob = jobs?.find((j) => j.id === selected);
+  useEffect(() => {
+    if (selected === null) return;
+    api
+      .trainingJob(selected)
+      .then((r) => setMetrics(r.metrics))
+      .catch((e: Error) => setError(e.message));
+    // Reload the curve whenever the selected job reports a new step.
+  }, [selected, selectedJob?.step, selectedJob?.state]);
+
+  async function act(f: () => Promise<unknown>) {
+    try {
+      await f();
+      setError(null);
+      await refresh();
+    } catch (e) {
+      setError((e as Error).message);
+    }
+  }
+
   return (
     <div className="page" data-testid="training-screen">
       <header className="page-head">
         <h1>{t("trainingTitle")}</h1>
       </header>
-      <div className="card placeholder">
-        <p>{t("trainingBody")}</p>
+      <p className="muted">{t("trainingBody")}</p>
+      {error && (
+        <div className="error-box" role="alert">
+          {t("errorPrefix")}: {error}
+        </div>
+      )}
+
+      <div className="card">
+        <div className="card-head">
+          <h2>{t("trainingJobs")}</h2>
+        </div>
+        {jobs && jobs.length === 0 && <p className="muted">{t("noTrainingJobs")}</p>}
+        {jobs && jobs.length > 0 && (
+          <table className="table" data-testid="training-jobs">
+            <thead>
+              <tr>
+                <th>{t("jobName")}</th>
+                <th>{t("jobState")}</th>
+                <th>{t("progress")}</th>
+                <th className="num">{t("loss")}</th>
+                <th className="num">{t("tokensPerS")}</th>
+                <th className="num">{t("eta")}</th>
+                <th />
+              </tr>
+            </thead>
+            <tbody>
+              {jobs.map((j) => {
+                const pct = j.total_steps ? Math.round((100 * j.step) / j.total_steps) : 0;
+                const cls = j.state === "failed" ? "bad" : j.state === "running" ? "busy" : j.state === "done" ? "ok" : "idle";
+                return (
+                  <tr
+                    key={j.id}
+                    className={selected === j.id ? "selected" : ""}
+                    onClick={() => setSelected(j.id)}
+                    data-testid="training-job"
+                    data-state={j.state}
+                  >
+                    <td>
+                      #{j.id} {j.name}
+                      {j.error && <div className="bad-text small">{j.error}</div>}
+                    </td>
+                    <td>
+                      <span className={`badge ${cls}`}>{t(`js_${j.state}` as Key)}</span>
+                    </td>
+                    <td>
+                      <div className="progress small-progress" role="progressbar" aria-valuenow={pct}>
+                        <div className={`progress-bar ${j.state === "running" ? "running" : "done"}`} style={{ width: `${pct}%` }} />
+                      </div>
+                      <span className="muted small">
+                        {j.step} / {j.total_steps ?? "?"}
+                      </span>
+                    </td>
+                    <td className="num">{j.loss?.toFixed(4) ?? ""}</td>
+                    <td className="num">{j.tokens_per_s?.toFixed(0) ?? ""}</td>
+                    <td className="num">{j.state === "running" ? duration(j.eta_s) : ""}</td>
+                    <td>
+                      {(j.state === "queued" || j.state === "running") && (
+                        <button className="btn small ghost danger" onClick={() => act(() => api.cancelTraining(j.id))} data-testid="cancel-job">
+                          {t("cancel")}
+                        </button>
+                      )}
+                      {(j.state === "cancelled" || j.state === "failed") && (
+                        <button className="btn small" onClick={() => act(() => api.resumeTraining(j.id))} data-testid="resume-job">
+                          {t("resume")}
+                        </button>
+                      )}
+                    </td>
+                  </tr>
+                );
+              })}
+            </tbody>
+          </table>
+        )}
+      </div>
+
+      {selectedJob && (
+        <div className="card">
+          <div className="card-head">
+            <h2>
+              {t("lossCurve")}: #{selectedJob.id} {selectedJob.name}
+            </h2>
+            <span className="spacer" />
+            {selectedJob.eval_loss !== null && (
+              <span className="muted">
+                {t("evalLoss")}: {selectedJob.eval_loss.toFixed(4)}
+              </span>
+            )}
+          </div>
+          <LossCurve metrics={metrics} />
+        </div>
+      )}
+
+      <div className="card add-form">
+        <h2>{t("submitJob")}</h2>
+        <label>
+          {t("jobToml")}
+          <textarea rows={8} value={toml} onChange={(e) => setToml(e.target.value)} className="mono" data-testid="job-toml" />
+        </label>
+        <label>
+          {t("startAt")}
+          <input type="time" value={at} onChange={(e) => setAt(e.target.value)} data-testid="job-at" />
+        </label>
+        <div>
+          <button
+            className="btn primary"
+            onClick={() => act(() => api.submitTraining(toml, at))}
+            disabled={!toml.trim()}
+            data-testid="submit-job"
+          >
+            {t("submitJob")}
+          </button>
+        </div>
       </div>
     </div>
   );

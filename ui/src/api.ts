@@ -62,6 +62,32 @@ export interface ModelInfo {
   loaded: boolean;
 }
 
+export interface TrainingJob {
+  id: number;
+  name: string;
+  folder: string;
+  state: "queued" | "running" | "done" | "failed" | "cancelled";
+  run_at: number;
+  submitted_at: number;
+  step: number;
+  total_steps: number | null;
+  loss: number | null;
+  tokens_per_s: number | null;
+  eta_s: number | null;
+  eval_loss: number | null;
+  error: string | null;
+  cancel_requested: boolean;
+}
+
+export interface StepMetrics {
+  step: number;
+  total_steps: number;
+  loss: number;
+  tokens_per_s: number;
+  eta_s: number;
+  eval_loss?: number;
+}
+
 export interface PageView {
   doc: string;
   page: number;
@@ -87,7 +113,20 @@ export type AskEvent =
 
 export class ApiFailure extends Error {}
 
+// Access token (src/server/auth.rs): a server started with a token (`kura serve
+// --token`, and always the desktop app) sets an HttpOnly cookie when the UI is
+// opened with `?token=…`, and the browser sends it with every request below
+// (`credentials: "same-origin"`, EventSource included). Without it the API answers
+// 401; the shell then asks for the token (see `TokenGate` in App.tsx).
+export const UNAUTHORIZED_EVENT = "kura-unauthorized";
+
+/** Reloads the UI with `token`: the server turns it into the cookie. */
+export function enterToken(token: string) {
+  location.assign(`/?token=${encodeURIComponent(token.trim())}${location.hash}`);
+}
+
 async function errorOf(r: Response): Promise<ApiFailure> {
+  if (r.status === 401) window.dispatchEvent(new Event(UNAUTHORIZED_EVENT));
   let msg = `${r.status} ${r.statusText}`;
   try {
     const body = await r.json();
@@ -99,7 +138,7 @@ async function errorOf(r: Response): Promise<ApiFailure> {
 }
 
 async function getJson<T>(url: string): Promise<T> {
-  const r = await fetch(url);
+  const r = await fetch(url, { credentials: "same-origin" });
   if (!r.ok) throw await errorOf(r);
   return (await r.json()) as T;
 }
@@ -107,6 +146,7 @@ async function getJson<T>(url: string): Promise<T> {
 async function sendJson<T>(method: string, url: string, body?: unknown): Promise<T> {
   const r = await fetch(url, {
     method,
+    credentials: "same-origin",
     headers: body === undefined ? {} : { "content-type": "application/json" },
     body: body === undefined ? undefined : JSON.stringify(body),
   });
@@ -129,6 +169,13 @@ export const api = {
   jobs: () =>
     getJson<{ jobs: { id: string; collection: string; state: string }[] }>("/api/ingest"),
   models: () => getJson<{ models: ModelInfo[] }>("/api/models"),
+  trainingJobs: () => getJson<{ jobs: TrainingJob[] }>("/api/training/jobs"),
+  trainingJob: (id: number) =>
+    getJson<{ job: TrainingJob; metrics: StepMetrics[] }>(`/api/training/jobs/${id}`),
+  submitTraining: (job: string, at: string) =>
+    sendJson<{ job: TrainingJob }>("POST", "/api/training/jobs", { job, at: at || undefined }),
+  cancelTraining: (id: number) => sendJson<{ job: TrainingJob }>("POST", `/api/training/jobs/${id}/cancel`),
+  resumeTraining: (id: number) => sendJson<{ job: TrainingJob }>("POST", `/api/training/jobs/${id}/resume`),
   page: (chunkId: number) => getJson<PageView>(`/api/chunks/${chunkId}/page`),
   feedback: (body: {
     question: string;
@@ -158,6 +205,7 @@ export async function ask(
 ): Promise<void> {
   const r = await fetch("/api/ask", {
     method: "POST",
+    credentials: "same-origin",
     headers: { "content-type": "application/json", accept: "text/event-stream" },
     body: JSON.stringify(body),
     signal,

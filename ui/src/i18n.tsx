@@ -1,6 +1,6 @@
 // Every text the UI shows, in Japanese and English. The language follows the
-// browser (navigator.language) until the user picks one; the choice is kept in
-// localStorage.
+// browser (navigator.language; in the desktop app the OS locale, passed as
+// `?lang=`) until the user picks one; the choice is kept in localStorage.
 import { createContext, useContext, useState, type ReactNode } from "react";
 
 export type Lang = "ja" | "en";
@@ -59,6 +59,11 @@ const ja = {
   addHelp: "このサーバー（ワークステーション）上のファイルまたはフォルダーのパスを 1 行に 1 つ入力してください。フォルダーは中のファイルをすべて取り込みます（PDF, Word, Excel, PowerPoint, HTML, Markdown, テキスト）。",
   collectionName: "コレクション名",
   paths: "パス",
+  chooseFolder: "フォルダーを選択…",
+  openFile: "ファイルを開く",
+  tokenTitle: "アクセストークンが必要です",
+  tokenBody: "このサーバーはアクセストークンで保護されています。管理者から受け取ったトークンを入力してください。",
+  tokenSubmit: "接続",
   startIngest: "取り込み開始",
   ingesting: "取り込み中",
   ingestDone: "取り込み完了",
@@ -102,7 +107,28 @@ const ja = {
   caveat: "注記",
 
   trainingTitle: "学習（LoRA ファインチューニング）",
-  trainingBody: "社内データでモデルを調整する学習画面は、LoRA 学習機能とともに提供されます（開発中）。",
+  trainingBody: "社内の Q&A データでモデルを LoRA 調整します。ジョブはキューに入り、学習ランナー（kura jobs run）が開始時刻に実行します。",
+  trainingJobs: "学習ジョブ",
+  noTrainingJobs: "学習ジョブはまだありません。",
+  jobName: "ジョブ",
+  jobState: "状態",
+  progress: "進捗",
+  loss: "損失",
+  evalLoss: "評価損失",
+  tokensPerS: "トークン/秒",
+  eta: "残り時間",
+  cancel: "中止",
+  resume: "再開",
+  lossCurve: "損失の推移",
+  noMetrics: "まだ記録がありません（ジョブの開始を待っています）。",
+  submitJob: "ジョブを登録",
+  jobToml: "ジョブ設定（job.toml）",
+  startAt: "開始時刻（空欄なら今すぐ）",
+  js_queued: "待機中",
+  js_running: "実行中",
+  js_done: "完了",
+  js_failed: "失敗",
+  js_cancelled: "中止",
 };
 
 type Dict = typeof ja;
@@ -161,6 +187,11 @@ const en: Dict = {
   addHelp: "Enter paths of files or folders on this server (the workstation), one per line. Folders are read recursively (PDF, Word, Excel, PowerPoint, HTML, Markdown, text).",
   collectionName: "Collection name",
   paths: "Paths",
+  chooseFolder: "Choose folder…",
+  openFile: "Open file",
+  tokenTitle: "Access token required",
+  tokenBody: "This server is protected by an access token. Enter the token your administrator gave you.",
+  tokenSubmit: "Connect",
   startIngest: "Start ingest",
   ingesting: "Ingesting",
   ingestDone: "Ingest finished",
@@ -204,7 +235,28 @@ const en: Dict = {
   caveat: "Note",
 
   trainingTitle: "Training (LoRA fine-tuning)",
-  trainingBody: "Tuning the model on your own data arrives with the LoRA trainer (in development).",
+  trainingBody: "Tune the model on your own Q&A data with LoRA. Jobs are queued and run by the training runner (kura jobs run) at their start time.",
+  trainingJobs: "Training jobs",
+  noTrainingJobs: "No training jobs yet.",
+  jobName: "Job",
+  jobState: "State",
+  progress: "Progress",
+  loss: "Loss",
+  evalLoss: "Eval loss",
+  tokensPerS: "Tokens/s",
+  eta: "Time left",
+  cancel: "Cancel",
+  resume: "Resume",
+  lossCurve: "Loss curve",
+  noMetrics: "Nothing recorded yet (waiting for the job to start).",
+  submitJob: "Submit a job",
+  jobToml: "Job settings (job.toml)",
+  startAt: "Start at (empty: now)",
+  js_queued: "Queued",
+  js_running: "Running",
+  js_done: "Done",
+  js_failed: "Failed",
+  js_cancelled: "Cancelled",
 };
 
 export type Key = keyof Dict;
@@ -215,6 +267,10 @@ const STORAGE_KEY = "kura.lang";
 export function initialLang(): Lang {
   const saved = localStorage.getItem(STORAGE_KEY);
   if (saved === "ja" || saved === "en") return saved;
+  // The desktop app passes the OS locale (`?lang=`): WebKitGTK's navigator.language
+  // can say en-US on a Japanese desktop.
+  const asked = new URLSearchParams(location.search).get("lang");
+  if (asked === "ja" || asked === "en") return asked;
   return (navigator.language || "en").toLowerCase().startsWith("ja") ? "ja" : "en";
 }
 

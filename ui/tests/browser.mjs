@@ -5,6 +5,10 @@
 //   KURA_CHROMIUM     the browser binary (default /usr/bin/chromium)
 //   KURA_SCREENSHOTS  where to write the screenshots
 //   KURA_NEW_DOC      a file on the server to add through the Documents screen
+//   KURA_TRAIN_JOB    a job.toml (tiny fixture model, a few steps) to submit on the
+//                     Training screen; a `kura jobs run` runner is running
+//   KURA_TOKEN        the server's access token (`kura serve --token`), typed into
+//                     the token prompt the UI shows when the API answers 401
 // Exits non-zero, naming the failed step, when anything a user would notice is wrong.
 import { chromium } from "playwright-core";
 import { mkdirSync } from "node:fs";
@@ -14,14 +18,17 @@ const url = process.env.KURA_URL;
 const browserPath = process.env.KURA_CHROMIUM || "/usr/bin/chromium";
 const shots = process.env.KURA_SCREENSHOTS || "screenshots";
 const newDoc = process.env.KURA_NEW_DOC;
-if (!url || !newDoc) {
-  console.error("browser.mjs: set KURA_URL and KURA_NEW_DOC (tests/ui_browser.rs does)");
+const token = process.env.KURA_TOKEN;
+const trainJob = process.env.KURA_TRAIN_JOB;
+if (!url || !newDoc || !token || !trainJob) {
+  console.error("browser.mjs: set KURA_URL, KURA_NEW_DOC, KURA_TOKEN and KURA_TRAIN_JOB (tests/ui_browser.rs does)");
   process.exit(2);
 }
 mkdirSync(shots, { recursive: true });
 
 const ANSWER_TIMEOUT = 15 * 60_000; // the 1.5B model on a loaded 2-core CPU
 const INGEST_TIMEOUT = 5 * 60_000;
+const TRAIN_TIMEOUT = 5 * 60_000; // a few steps of the tiny fixture model
 
 let step = "start";
 function check(cond, what) {
@@ -53,9 +60,25 @@ try {
     log("screenshot", name);
   };
 
-  step = "open the UI in Japanese";
+  step = "enter the access token";
+  // Opened without the token, the API answers 401 and the UI asks for it; once
+  // entered, the server keeps it in an HttpOnly cookie for every later request.
   await page.goto(url);
+  await page.getByTestId("token-gate").waitFor();
+  await shot("token-ja");
+  await page.getByTestId("token-input").fill(token);
+  await page.getByTestId("token-input").press("Enter");
+  await page.waitForURL((u) => !u.search.includes("token="));
+  check(!page.url().includes(token), "the token does not stay in the address bar");
+  const cookies = await page.context().cookies();
+  check(cookies.some((c) => c.value === token && c.httpOnly), "the token is kept in an HttpOnly cookie");
+
+  step = "open the UI in Japanese";
   await page.getByTestId("nav-chat").waitFor();
+  check((await page.getByTestId("token-gate").count()) === 0, "no token prompt once the token is given");
+  // The 401s before the token was given were the point of that step; from here on,
+  // any failed request is an error.
+  consoleErrors.length = 0;
   check((await page.getByTestId("nav-chat").innerText()).includes("チャット"), "navigation is in Japanese for a ja-JP browser");
   check((await page.locator("html").getAttribute("lang")) === "ja", "<html lang=ja>");
   await page.getByTestId("pick-manuals").waitFor();
@@ -151,9 +174,21 @@ try {
   check(models.includes("Apache-2.0"), "licences are shown");
   await shot("models-en");
 
-  step = "training screen";
+  step = "training screen: submit a tiny job and watch it train";
   await page.getByTestId("nav-training").click();
   await page.getByTestId("training-screen").waitFor();
+  await page.getByTestId("job-toml").fill(trainJob);
+  await page.getByTestId("submit-job").click();
+  const trainRow = page.getByTestId("training-job").first();
+  await trainRow.waitFor();
+  // The runner takes it (running, with a step count), then finishes it.
+  await page.locator('[data-testid="training-job"][data-state="done"]').waitFor({ timeout: TRAIN_TIMEOUT });
+  const row = await trainRow.innerText();
+  log("training job:", row.replace(/\s+/g, " "));
+  check(/6 \/ 6/.test(row), "the job shows all its steps done");
+  await page.getByTestId("loss-curve").locator("polyline").waitFor();
+  const points = (await page.getByTestId("loss-curve").locator("polyline").getAttribute("points")) ?? "";
+  check(points.trim().split(" ").length === 6, "the loss curve has a point per step");
   await shot("training-en");
 
   step = "Japanese screenshots";
