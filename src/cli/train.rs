@@ -778,10 +778,12 @@ fn run_adapter_report(
         }
     };
     let report = evaluate_adapter(
-        &target.name,
-        &target.info.base_model,
-        &target.info.model_path,
-        &target.adapter_dir,
+        crate::train::evaluate::AdapterUnderTest {
+            name: &target.name,
+            adapter_dir: &target.adapter_dir,
+            base_model: &target.info.base_model,
+            model_path: &target.info.model_path,
+        },
         examples,
         options,
         device,

@@ -196,19 +196,35 @@ pub enum EvalProgress {
     },
 }
 
-/// Scores the PEFT adapter in `adapter_dir` against the base GGUF `model_path` on
-/// `examples` (each needs a final assistant message: the reference reply).
+/// The adapter to evaluate and its base model.
+#[derive(Debug, Clone, Copy)]
+pub struct AdapterUnderTest<'a> {
+    /// The adapter's name.
+    pub name: &'a str,
+    /// Its PEFT folder.
+    pub adapter_dir: &'a Path,
+    /// The base model's name.
+    pub base_model: &'a str,
+    /// The base model's GGUF file.
+    pub model_path: &'a Path,
+}
+
+/// Scores the adapter against its base model on `examples` (each needs a final
+/// assistant message: the reference reply).
 pub fn evaluate_adapter(
-    name: &str,
-    base_model: &str,
-    model_path: &Path,
-    adapter_dir: &Path,
+    target: AdapterUnderTest<'_>,
     examples: &[Example],
     options: &EvalOptions,
     device: &Device,
     cancel: Option<&AtomicBool>,
     progress: &mut dyn FnMut(EvalProgress),
 ) -> Result<AdapterReport, TrainError> {
+    let AdapterUnderTest {
+        name,
+        adapter_dir,
+        base_model,
+        model_path,
+    } = target;
     let started = Instant::now();
     let examples: Vec<&Example> = examples
         .iter()
