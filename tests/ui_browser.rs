@@ -113,7 +113,7 @@ fn the_web_ui_answers_with_citations_switches_language_and_ingests() {
     std::fs::write(&train_data, lines.join("\n")).unwrap();
     let train_job = format!(
         "name = \"ui-tiny\"\nmodel = \"{}\"\ndataset = \"{}\"\n[lora]\nrank = 2\n\
-         [train]\nmax_steps = 6\ncheckpoint_every = 3\nlearning_rate = 1e-2\n",
+         [train]\nmax_steps = 6\ncheckpoint_every = 3\nlearning_rate = 1e-2\neval_fraction = 0.34\n",
         train_model.display(),
         train_data.display()
     );

@@ -64,6 +64,8 @@ export function Chat() {
   const [currentId, setCurrentId] = useState<string | null>(() => load()[0]?.id ?? null);
   const [collections, setCollections] = useState<CollectionInfo[]>([]);
   const [picked, setPicked] = useState<string[]>([]);
+  const [models, setModels] = useState<string[]>([]);
+  const [model, setModel] = useState<string>(() => localStorage.getItem("kura.model") ?? "");
   const [question, setQuestion] = useState("");
   const [busy, setBusy] = useState(false);
   const [panel, setPanel] = useState<SourceTarget | null>(null);
@@ -75,7 +77,19 @@ export function Chat() {
       .collections()
       .then((r) => setCollections(r.collections))
       .catch(() => setCollections([]));
+    api
+      .servedModels()
+      .then((r) => {
+        const chat = r.data.filter((m) => m.role === "chat").map((m) => m.id);
+        setModels(chat);
+        // A remembered adapter that is no longer served falls back to the default.
+        setModel((m) => (chat.includes(m) ? m : ""));
+      })
+      .catch(() => setModels([]));
   }, []);
+  useEffect(() => {
+    localStorage.setItem("kura.model", model);
+  }, [model]);
   useEffect(() => {
     localStorage.setItem(STORE, JSON.stringify(convs.slice(0, 50)));
   }, [convs]);
@@ -152,7 +166,7 @@ export function Chat() {
     };
     try {
       await ask(
-        { question: q, collections: picked.length ? picked : undefined, history },
+        { question: q, collections: picked.length ? picked : undefined, history, model: model || undefined },
         on,
         ctl.signal,
       );
@@ -244,6 +258,19 @@ export function Chat() {
                 </button>
               ))}
             </>
+          )}
+          {models.length > 1 && (
+            <label className="model-pick">
+              <span className="label">{t("modelPick")}</span>
+              <select value={model} onChange={(e) => setModel(e.target.value)} data-testid="model-pick">
+                <option value="">{t("defaultModel")}</option>
+                {models.map((m) => (
+                  <option key={m} value={m}>
+                    {m}
+                  </option>
+                ))}
+              </select>
+            </label>
           )}
         </div>
 

@@ -3,7 +3,7 @@
 // form to submit a job.toml with a start time. Polls the server every few seconds;
 // the training itself runs in `kura jobs run` (see src/server/jobs_api.rs).
 import { useCallback, useEffect, useState } from "react";
-import { api, type StepMetrics, type TrainingJob } from "./api";
+import { api, type AdapterInfo, type StepMetrics, type TrainingJob } from "./api";
 import { useI18n, type Key } from "./i18n";
 
 const POLL_MS = 3000;
@@ -49,6 +49,68 @@ function LossCurve({ metrics }: { metrics: StepMetrics[] }) {
         <circle key={m.step} cx={x(m.step)} cy={y(m.eval_loss!)} r={3.5} className="eval" />
       ))}
     </svg>
+  );
+}
+
+/** Trained adapters: the "did it help?" verdict, its plot, activate / deactivate. */
+function Adapters({ refreshKey }: { refreshKey: number }) {
+  const { t } = useI18n();
+  const [list, setList] = useState<AdapterInfo[] | null>(null);
+  const [error, setError] = useState<string | null>(null);
+  const refresh = useCallback(() => {
+    api
+      .adapters()
+      .then((r) => setList(r.adapters))
+      .catch((e) => setError(String(e.message ?? e)));
+  }, []);
+  // Re-read when a job finishes: its adapter (and report) appear then.
+  useEffect(refresh, [refresh, refreshKey]);
+  const toggle = (a: AdapterInfo) => {
+    setError(null);
+    (a.served ? api.unloadAdapter(a.name) : api.loadAdapter(a.name))
+      .then(refresh)
+      .catch((e) => setError(String(e.message ?? e)));
+  };
+  return (
+    <div className="card" data-testid="adapters">
+      <h2>{t("adaptersTitle")}</h2>
+      {error && <p className="error">{error}</p>}
+      {list === null ? null : list.length === 0 ? (
+        <p className="muted">{t("noAdapters")}</p>
+      ) : (
+        list.map((a) => (
+          <div key={a.name} className="adapter" data-testid={`adapter-${a.name}`}>
+            <div className="card-head">
+              <strong>{a.name}</strong>
+              <span className="muted">
+                {t("baseModel")}: {a.base_model ?? "?"} · r={a.rank ?? "?"}
+              </span>
+              <span className="spacer" />
+              {a.served && a.model && (
+                <span className="muted">
+                  {t("servedAs")}: <code>{a.model}</code>
+                </span>
+              )}
+              <button className={`btn ${a.served ? "" : "primary"}`} onClick={() => toggle(a)}>
+                {a.served ? t("deactivate") : t("activate")}
+              </button>
+            </div>
+            {a.report ? (
+              <>
+                <p className={`verdict verdict-${a.report.verdict}`}>
+                  {t("verdict")}: {t(`v_${a.report.verdict}` as Key)} ({a.report.examples}) — {t("exactMatch")}{" "}
+                  {a.report.base.exact_match.toFixed(2)} → {a.report.tuned.exact_match.toFixed(2)}, {t("charF1")}{" "}
+                  {a.report.base.char_f1.toFixed(2)} → {a.report.tuned.char_f1.toFixed(2)}
+                </p>
+                {a.report.plot && <img className="report-plot" src={a.report.plot} alt={a.report.summary} />}
+              </>
+            ) : (
+              <p className="muted">{t("noReport")}</p>
+            )}
+          </div>
+        ))
+      )}
+    </div>
   );
 }
 
@@ -193,6 +255,8 @@ export function Training() {
           <LossCurve metrics={metrics} />
         </div>
       )}
+
+      <Adapters refreshKey={(jobs ?? []).filter((j) => j.state === "done").length} />
 
       <div className="card add-form">
         <h2>{t("submitJob")}</h2>

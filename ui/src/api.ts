@@ -155,7 +155,39 @@ async function sendJson<T>(method: string, url: string, body?: unknown): Promise
   return (text ? JSON.parse(text) : {}) as T;
 }
 
+/** A LoRA adapter on disk (`GET /api/adapters`). */
+export interface AdapterInfo {
+  name: string;
+  base_model: string | null;
+  rank: number | null;
+  targets: string[] | null;
+  size: number;
+  served: boolean;
+  model: string | null;
+  report: {
+    verdict: "better" | "worse" | "mixed" | "no_change";
+    summary: string;
+    examples: number;
+    base: { loss: number | null; exact_match: number; char_f1: number };
+    tuned: { loss: number | null; exact_match: number; char_f1: number };
+    plot: string | null;
+  } | null;
+}
+
+/** A model the server can answer with (`GET /v1/models`). */
+export interface ServedModel {
+  id: string;
+  role: string;
+  parent?: string;
+}
+
 export const api = {
+  servedModels: () => getJson<{ data: ServedModel[] }>("/v1/models"),
+  adapters: () => getJson<{ adapters: AdapterInfo[] }>("/api/adapters"),
+  loadAdapter: (name: string) =>
+    sendJson<{ model: string }>("POST", `/api/adapters/${encodeURIComponent(name)}/load`),
+  unloadAdapter: (name: string) =>
+    sendJson<unknown>("POST", `/api/adapters/${encodeURIComponent(name)}/unload`),
   collections: () => getJson<{ collections: CollectionInfo[] }>("/api/collections"),
   documents: (collection: string) =>
     getJson<{ collection: string; documents: DocumentInfo[] }>(
@@ -199,7 +231,7 @@ function parseBlock(block: string): { event: string; data: string } | null {
 
 /** POST /api/ask, calling `onEvent` for each server-sent event as it arrives. */
 export async function ask(
-  body: { question: string; collections?: string[]; history: HistoryTurn[] },
+  body: { question: string; collections?: string[]; history: HistoryTurn[]; model?: string },
   onEvent: (e: AskEvent) => void,
   signal: AbortSignal,
 ): Promise<void> {

@@ -129,6 +129,21 @@ const ja = {
   js_done: "完了",
   js_failed: "失敗",
   js_cancelled: "中止",
+  modelPick: "モデル",
+  adaptersTitle: "アダプタ（学習済み LoRA）",
+  noAdapters: "アダプタはまだありません。学習ジョブが完了するとここに表示されます。",
+  baseModel: "ベースモデル",
+  verdict: "評価",
+  v_better: "改善（ベースモデルを上回りました）",
+  v_worse: "悪化（ベースモデルを下回りました）",
+  v_mixed: "まちまち",
+  v_no_change: "差なし",
+  noReport: "評価レポートなし",
+  activate: "有効化",
+  deactivate: "無効化",
+  servedAs: "チャットで選べるモデル名",
+  exactMatch: "完全一致",
+  charF1: "文字F1",
 };
 
 type Dict = typeof ja;
@@ -257,6 +272,21 @@ const en: Dict = {
   js_done: "Done",
   js_failed: "Failed",
   js_cancelled: "Cancelled",
+  modelPick: "Model",
+  adaptersTitle: "Adapters (trained LoRA)",
+  noAdapters: "No adapters yet. They appear here when a training job finishes.",
+  baseModel: "Base model",
+  verdict: "Evaluation",
+  v_better: "Better: the adapter beat the base model",
+  v_worse: "Worse: the adapter did not beat the base model",
+  v_mixed: "Mixed result",
+  v_no_change: "No change",
+  noReport: "no evaluation report",
+  activate: "Activate",
+  deactivate: "Deactivate",
+  servedAs: "model name in chat",
+  exactMatch: "Exact match",
+  charF1: "Char F1",
 };
 
 export type Key = keyof Dict;

@@ -189,6 +189,17 @@ try {
   await page.getByTestId("loss-curve").locator("polyline").waitFor();
   const points = (await page.getByTestId("loss-curve").locator("polyline").getAttribute("points")) ?? "";
   check(points.trim().split(" ").length === 6, "the loss curve has a point per step");
+  // The finished job's adapter with its base-vs-adapter report and plot.
+  const adapter = page.getByTestId("adapter-ui-tiny");
+  await adapter.waitFor({ timeout: TRAIN_TIMEOUT });
+  await adapter.locator("img.report-plot").waitFor({ timeout: TRAIN_TIMEOUT });
+  const adapterText = await adapter.innerText();
+  log("adapter:", adapterText.replace(/\s+/g, " "));
+  check(/Evaluation: .*Exact match .* → .*Char F1/.test(adapterText.replace(/\s+/g, " ")), "the adapter shows its evaluation");
+  check(
+    await adapter.locator("img.report-plot").evaluate((img) => img.complete && img.naturalWidth === 1400),
+    "the report plot is served and drawn",
+  );
   await shot("training-en");
 
   step = "Japanese screenshots";
