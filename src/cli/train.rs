@@ -12,7 +12,7 @@ use serde_json::json;
 
 use super::print_json;
 use crate::llm::{DeviceChoice, Model};
-use crate::models::{Registry, Role};
+use crate::models::Registry;
 use crate::paths::Paths;
 use crate::train::evaluate::EvalProgress;
 use crate::train::synth::{draft_from_chunk, review, Draft, DraftSource, DraftStatus, DraftStore};
@@ -333,25 +333,8 @@ pub(super) fn dataset_cmd(cmd: DatasetCommand, paths: &Paths, json_out: bool) ->
     Ok(ExitCode::SUCCESS)
 }
 
-/// The base model of a job: a GGUF path as given, or a registry name (verified).
 fn resolve_model(paths: &Paths, model: &str) -> Result<RunInfo> {
-    let as_path = Path::new(model);
-    if as_path.is_file() {
-        let base_model = as_path
-            .file_stem()
-            .map(|s| s.to_string_lossy().to_string())
-            .unwrap_or_else(|| model.to_string());
-        return Ok(RunInfo {
-            model_path: std::fs::canonicalize(as_path)?,
-            base_model,
-        });
-    }
-    let registry = Registry::open(&paths.models_dir)?;
-    let verified = registry.verify_named(Some(model), Role::Chat)?;
-    Ok(RunInfo {
-        model_path: verified.primary().to_path_buf(),
-        base_model: verified.entry.name.clone(),
-    })
+    Ok(crate::train::resolve_model(paths, model)?)
 }
 
 pub(super) fn train_cmd(cmd: TrainCommand, paths: &Paths, json_out: bool) -> Result<ExitCode> {
@@ -377,21 +360,18 @@ pub(super) fn prepare_run(
     json_out: bool,
 ) -> Result<TrainRun> {
     let job = TrainJob::from_file(job_file)?;
-    let info = resolve_model(paths, &job.model)?;
-    let (train, eval) = if Path::new(&job.dataset).is_file() {
-        let examples = dataset::read_jsonl(Path::new(&job.dataset))?;
-        dataset::split(&examples, job.train.eval_fraction, job.train.seed)
-    } else {
-        DatasetStore::new(paths.datasets_dir()).load(&job.dataset)?
-    };
-    let dir = output.unwrap_or_else(|| paths.jobs_dir().join(&job.name));
-    let run = TrainRun::create(&dir, &job, info, &train, &eval)?;
+    let run = crate::train::prepare_run(&job, paths, output)?;
+    let (dir, train, eval) = (
+        &run.dir,
+        count_lines(&run.dir.join("data/train.jsonl")),
+        count_lines(&run.dir.join("data/eval.jsonl")),
+    );
     if !json_out {
         eprintln!(
             "job `{}`: {} train / {} eval examples, folder {}",
             job.name,
-            train.len(),
-            eval.len(),
+            train,
+            eval,
             dir.display()
         );
     }
@@ -970,12 +950,7 @@ pub(super) fn adapters_cmd(
             }
         }
         AdaptersCommand::Import { dir, name, model } => {
-            let valid = !name.is_empty()
-                && !name.starts_with('.')
-                && name
-                    .chars()
-                    .all(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.'));
-            if !valid {
+            if !dataset::is_folder_name(&name) {
                 bail!("invalid adapter name `{name}`: letters, digits, -, _ and . only");
             }
             if !dir.join("adapter_config.json").is_file() {
@@ -1025,4 +1000,8 @@ pub(super) fn adapters_cmd(
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn count_lines(path: &Path) -> usize {
+    std::fs::read_to_string(path).map_or(0, |t| t.lines().filter(|l| !l.trim().is_empty()).count())
 }

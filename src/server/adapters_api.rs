@@ -46,12 +46,7 @@ fn adapters_dir(state: &ServerState) -> Result<PathBuf, ApiError> {
 
 /// The folder of adapter `name`, refusing names that would leave the adapters folder.
 fn adapter_folder(state: &ServerState, name: &str) -> Result<PathBuf, ApiError> {
-    let valid = !name.is_empty()
-        && !name.starts_with('.')
-        && name
-            .chars()
-            .all(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if !valid {
+    if !crate::train::dataset::is_folder_name(name) {
         return Err(ApiError::bad_request(
             format!("invalid adapter name `{name}`"),
             Some("name"),

@@ -16,7 +16,6 @@
 //! queue row for the latest step, `metrics.jsonl` in the job's folder for the
 //! curve; the UI polls both.
 
-use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -32,9 +31,9 @@ use super::error::ApiError;
 use super::openai::parse_json;
 use super::ServerState;
 use crate::jobs::{next_local_time, now, JobError, JobQueue};
-use crate::models::{Registry, Role};
+
 use crate::paths::Paths;
-use crate::train::{dataset, read_metrics, DatasetStore, RunInfo, TrainJob, TrainRun};
+use crate::train::{read_metrics, TrainJob, TrainRun};
 
 /// The routes of this module.
 pub fn routes() -> Router<Arc<ServerState>> {
@@ -158,44 +157,8 @@ async fn submit(State(state): State<Arc<ServerState>>, body: Bytes) -> Result<Re
     Ok((StatusCode::CREATED, Json(json!({ "job": queued }))).into_response())
 }
 
-/// Resolves the job's model (a registry name, verified) and data (an imported
-/// dataset, or a JSONL file on the server), and creates its folder under
-/// `<data>/jobs/<name>` — as `kura train submit` does.
+/// [`crate::train::prepare_run`], with its errors as 400s.
 fn prepare(job: &TrainJob, paths: &Paths) -> Result<TrainRun, ApiError> {
-    let bad = |e: String| ApiError::bad_request(e, Some("job"));
-    job.validate().map_err(|e| bad(e.to_string()))?;
-    if job.name.is_empty() || job.name.contains(['/', '\\']) || job.name.starts_with('.') {
-        return Err(bad(format!(
-            "job name `{}` must be a plain name (no `/`, not starting with `.`)",
-            job.name
-        )));
-    }
-    let info = if FsPath::new(&job.model).is_file() {
-        RunInfo {
-            model_path: PathBuf::from(&job.model),
-            base_model: FsPath::new(&job.model)
-                .file_stem()
-                .map_or_else(|| job.model.clone(), |s| s.to_string_lossy().into_owned()),
-        }
-    } else {
-        let registry = Registry::open(&paths.models_dir).map_err(|e| bad(e.to_string()))?;
-        let verified = registry
-            .verify_named(Some(job.model.as_str()), Role::Chat)
-            .map_err(|e| bad(e.to_string()))?;
-        RunInfo {
-            model_path: verified.primary().to_path_buf(),
-            base_model: verified.entry.name.clone(),
-        }
-    };
-    let (train, eval) = if FsPath::new(&job.dataset).is_file() {
-        let examples =
-            dataset::read_jsonl(FsPath::new(&job.dataset)).map_err(|e| bad(e.to_string()))?;
-        dataset::split(&examples, job.train.eval_fraction, job.train.seed)
-    } else {
-        DatasetStore::new(paths.datasets_dir())
-            .load(&job.dataset)
-            .map_err(|e| bad(e.to_string()))?
-    };
-    let dir = paths.jobs_dir().join(&job.name);
-    TrainRun::create(&dir, job, info, &train, &eval).map_err(|e| bad(e.to_string()))
+    crate::train::prepare_run(job, paths, None)
+        .map_err(|e| ApiError::bad_request(e.to_string(), Some("job")))
 }

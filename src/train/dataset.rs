@@ -470,14 +470,20 @@ pub struct DatasetInfo {
     pub seed: u64,
 }
 
-/// Dataset names become folder names: letters, digits, `-`, `_`, `.`; not hidden.
-fn check_name(name: &str) -> Result<(), DatasetError> {
-    let valid = !name.is_empty()
+/// Whether `name` (of a dataset, job or adapter) is safe as one folder's name:
+/// letters, digits, `-`, `_`, `.`, not empty, not hidden — nothing that leaves the
+/// parent folder.
+pub fn is_folder_name(name: &str) -> bool {
+    !name.is_empty()
         && !name.starts_with('.')
         && name
             .chars()
-            .all(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if valid {
+            .all(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// Dataset names become folder names: letters, digits, `-`, `_`, `.`; not hidden.
+fn check_name(name: &str) -> Result<(), DatasetError> {
+    if is_folder_name(name) {
         Ok(())
     } else {
         Err(DatasetError::InvalidName(name.to_string()))

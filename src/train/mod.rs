@@ -107,6 +107,9 @@ pub enum TrainError {
         /// What to lower.
         hint: String,
     },
+    /// The job's base model is not usable (unknown, missing, wrong checksum).
+    #[error(transparent)]
+    Model(#[from] crate::models::ModelError),
     /// The report's PNG could not be drawn.
     #[error("plot: {0}")]
     Plot(String),
@@ -121,6 +124,52 @@ pub enum TrainError {
         /// The cut-off.
         max_seq_len: usize,
     },
+}
+
+/// The base model of a job: a GGUF path as given, or a registry name (verified).
+pub fn resolve_model(paths: &crate::paths::Paths, model: &str) -> Result<RunInfo, TrainError> {
+    let as_path = Path::new(model);
+    if as_path.is_file() {
+        let base_model = as_path
+            .file_stem()
+            .map_or_else(|| model.to_string(), |s| s.to_string_lossy().into_owned());
+        return Ok(RunInfo {
+            model_path: std::fs::canonicalize(as_path).map_err(|e| TrainError::io(as_path, e))?,
+            base_model,
+        });
+    }
+    let registry = crate::models::Registry::open(&paths.models_dir)?;
+    let verified = registry.verify_named(Some(model), crate::models::Role::Chat)?;
+    Ok(RunInfo {
+        model_path: verified.primary().to_path_buf(),
+        base_model: verified.entry.name.clone(),
+    })
+}
+
+/// Validates `job`, resolves its model and data (an imported dataset, or a JSONL file
+/// split by `train.eval_fraction`) and creates its folder (`output`, default
+/// `<data>/jobs/<name>`) — what `kura train run|submit` and the Training screen do.
+pub fn prepare_run(
+    job: &TrainJob,
+    paths: &crate::paths::Paths,
+    output: Option<PathBuf>,
+) -> Result<TrainRun, TrainError> {
+    job.validate()?;
+    if !dataset::is_folder_name(&job.name) {
+        return Err(TrainError::Config(format!(
+            "job name `{}`: letters, digits, -, _ and . only (it names a folder)",
+            job.name
+        )));
+    }
+    let info = resolve_model(paths, &job.model)?;
+    let (train, eval) = if Path::new(&job.dataset).is_file() {
+        let examples = dataset::read_jsonl(Path::new(&job.dataset))?;
+        dataset::split(&examples, job.train.eval_fraction, job.train.seed)
+    } else {
+        DatasetStore::new(paths.datasets_dir()).load(&job.dataset)?
+    };
+    let dir = output.unwrap_or_else(|| paths.jobs_dir().join(&job.name));
+    TrainRun::create(&dir, job, info, &train, &eval)
 }
 
 impl TrainError {
