@@ -15,7 +15,7 @@ use crate::llm::{DeviceChoice, Model};
 use crate::models::Registry;
 use crate::paths::Paths;
 use crate::train::evaluate::EvalProgress;
-use crate::train::synth::{draft_from_chunk, review, Draft, DraftSource, DraftStatus, DraftStore};
+use crate::train::synth::{review, synthesize, DraftStatus, DraftStore};
 use crate::train::{
     dataset, evaluate_adapter, load_peft, read_metrics, AdapterReport, DatasetStore, EvalOptions,
     PeftLayout, RunInfo, StepReport, TrainJob, TrainOutcome, TrainRun, Trainer,
@@ -833,7 +833,6 @@ fn synth_cmd(
     json_out: bool,
 ) -> Result<ExitCode> {
     let drafts_store = DraftStore::new(DatasetStore::new(paths.datasets_dir()), name);
-    let mut drafts = drafts_store.load()?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -847,54 +846,30 @@ fn synth_cmd(
         let ids = catalog.collection_chunk_ids(col.id).await?;
         anyhow::Ok(catalog.chunks(&ids).await?)
     })?;
-    let done: std::collections::HashSet<i64> = drafts.iter().map(|d| d.source.chunk_id).collect();
-    // Chunks long enough to hold a fact, not drafted before, spread evenly.
-    let fresh: Vec<&crate::catalog::ChunkRecord> = chunks
-        .iter()
-        .filter(|c| c.text.chars().count() >= 60 && !done.contains(&c.id))
-        .collect();
-    let step = (fresh.len() as f64 / limit.max(1) as f64).max(1.0);
-    let picked: Vec<&crate::catalog::ChunkRecord> = (0..limit.min(fresh.len()))
-        .map(|i| fresh[(i as f64 * step) as usize])
-        .collect();
-    if picked.is_empty() {
+    let llm = super::llm::load_llm(paths, model, DeviceChoice::from_env())?;
+    let (made, tried) = synthesize(
+        &drafts_store,
+        &llm,
+        &chunks,
+        limit,
+        max_tokens,
+        &mut |i, n| {
+            if !json_out {
+                eprint!("\rdrafting {}/{n}", i + 1);
+            }
+        },
+    )?;
+    if tried == 0 {
         bail!("collection `{collection}` has no chunk left to draft from");
     }
-    let llm = super::llm::load_llm(paths, model, DeviceChoice::from_env())?;
-    let mut next = drafts.iter().map(|d| d.id).max().unwrap_or(0) + 1;
-    let mut made = 0;
-    for (i, chunk) in picked.iter().enumerate() {
-        if !json_out {
-            eprint!("\rdrafting {}/{}", i + 1, picked.len());
-        }
-        let Some((question, answer, grounded)) = draft_from_chunk(&llm, chunk, max_tokens)? else {
-            continue;
-        };
-        drafts.push(Draft {
-            id: next,
-            question,
-            answer,
-            status: DraftStatus::Pending,
-            grounded,
-            edited: false,
-            source: DraftSource {
-                chunk_id: chunk.id,
-                document: chunk.path.clone(),
-                page: chunk.page,
-            },
-        });
-        next += 1;
-        made += 1;
-        // Saved after every draft: a killed run keeps what it made.
-        drafts_store.save(&drafts, 0.1, 42)?;
-    }
     if json_out {
-        print_json(&json!({"drafted": made, "chunks": picked.len(), "drafts": drafts.len()}));
+        print_json(
+            &json!({"drafted": made, "chunks": tried, "drafts": drafts_store.load()?.len()}),
+        );
     } else {
         eprintln!();
         println!(
-            "{made} drafts from {} chunks of `{collection}` (pending review: `kura dataset review {name}`)",
-            picked.len()
+            "{made} drafts from {tried} chunks of `{collection}` (pending review: `kura dataset review {name}`)"
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -14,6 +14,7 @@
 //! | `GET /api/collections`, `/api/chunks/{id}/page` | the library, for the UI ([`ask`]) |
 //! | `/api/ingest…`, `/api/collections/{name}/documents`, `/api/documents/{id}`, `/api/models`, `/api/feedback` | documents, ingest jobs, models, feedback, for the UI ([`library_api`]) |
 //! | `GET /api/adapters`, `POST /api/adapters/{name}/load`, `…/unload`, `…/report.png` | LoRA adapters served by name, loaded and unloaded live ([`adapters_api`]) |
+//! | `/api/datasets…` | training datasets: import, draft from a collection, review ([`datasets_api`]) |
 //! | `/api/training/jobs…` | the training-job queue: list, submit, metrics, cancel, resume ([`jobs_api`]) |
 //! | `GET /api/health` | status, models, queue and counters, version (open even with a token) |
 //! | `GET /…` (anything else) | the web UI ([`ui`]): files of `ui/dist`, else `index.html` |
@@ -74,6 +75,7 @@
 pub mod adapters_api;
 pub mod ask;
 pub mod auth;
+pub mod datasets_api;
 pub mod error;
 pub mod jobs_api;
 pub mod library;
@@ -197,6 +199,8 @@ pub struct ServerState {
     pub library: Option<Arc<Library>>,
     /// Ingest jobs started through the API ([`library_api`]).
     pub ingest_jobs: library_api::IngestJobs,
+    /// Datasets being drafted from a collection ([`datasets_api`]).
+    pub synth_jobs: datasets_api::SynthJobs,
 }
 
 impl ServerState {
@@ -222,6 +226,7 @@ impl ServerState {
                 .map_or(0, |d| d.as_secs()),
             library,
             ingest_jobs: library_api::IngestJobs::default(),
+            synth_jobs: datasets_api::SynthJobs::default(),
         })
     }
 
@@ -277,6 +282,7 @@ pub fn routes() -> Router<Arc<ServerState>> {
         .merge(library_api::routes())
         .merge(adapters_api::routes())
         .merge(jobs_api::routes())
+        .merge(datasets_api::routes())
         .route("/api/health", get(health))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

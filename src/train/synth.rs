@@ -210,6 +210,55 @@ pub fn draft_from_chunk(
     }))
 }
 
+/// Drafts one pair from each of up to `limit` chunks of `chunks` — long enough to hold
+/// a fact, not drafted before, spread evenly — appending them to `store`'s drafts and
+/// saving after each one (a killed run keeps what it made). `progress(done, total)`
+/// before each chunk. Returns (drafts made, chunks tried).
+pub fn synthesize(
+    store: &DraftStore,
+    llm: &Llm,
+    chunks: &[ChunkRecord],
+    limit: usize,
+    max_tokens: usize,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<(usize, usize), TrainError> {
+    let mut drafts = store.load()?;
+    let done: std::collections::HashSet<i64> = drafts.iter().map(|d| d.source.chunk_id).collect();
+    let fresh: Vec<&ChunkRecord> = chunks
+        .iter()
+        .filter(|c| c.text.chars().count() >= 60 && !done.contains(&c.id))
+        .collect();
+    let step = (fresh.len() as f64 / limit.max(1) as f64).max(1.0);
+    let picked: Vec<&ChunkRecord> = (0..limit.min(fresh.len()))
+        .map(|i| fresh[(i as f64 * step) as usize])
+        .collect();
+    let mut next = drafts.iter().map(|d| d.id).max().unwrap_or(0) + 1;
+    let mut made = 0;
+    for (i, chunk) in picked.iter().enumerate() {
+        progress(i, picked.len());
+        let Some((question, answer, grounded)) = draft_from_chunk(llm, chunk, max_tokens)? else {
+            continue;
+        };
+        drafts.push(Draft {
+            id: next,
+            question,
+            answer,
+            status: DraftStatus::Pending,
+            grounded,
+            edited: false,
+            source: DraftSource {
+                chunk_id: chunk.id,
+                document: chunk.path.clone(),
+                page: chunk.page,
+            },
+        });
+        next += 1;
+        made += 1;
+        store.save(&drafts, 0.1, 42)?;
+    }
+    Ok((made, picked.len()))
+}
+
 /// Finds the `質問:`/`Question:` and `回答:`/`Answer:` lines of a reply.
 pub fn parse_pair(reply: &str) -> Option<(String, String)> {
     let field = |line: &str, keys: &[&str]| -> Option<String> {

@@ -3,7 +3,16 @@
 // form to submit a job.toml with a start time. Polls the server every few seconds;
 // the training itself runs in `kura jobs run` (see src/server/jobs_api.rs).
 import { useCallback, useEffect, useState } from "react";
-import { api, type AdapterInfo, type StepMetrics, type TrainingJob } from "./api";
+import {
+  api,
+  fileName,
+  type AdapterInfo,
+  type CollectionInfo,
+  type DatasetSummary,
+  type DraftPair,
+  type StepMetrics,
+  type TrainingJob,
+} from "./api";
 import { useI18n, type Key } from "./i18n";
 
 const POLL_MS = 3000;
@@ -49,6 +58,176 @@ function LossCurve({ metrics }: { metrics: StepMetrics[] }) {
         <circle key={m.step} cx={x(m.step)} cy={y(m.eval_loss!)} r={3.5} className="eval" />
       ))}
     </svg>
+  );
+}
+
+/** Training data: import a JSONL file, draft pairs from a collection, review drafts. */
+function Datasets() {
+  const { t } = useI18n();
+  const [list, setList] = useState<DatasetSummary[]>([]);
+  const [collections, setCollections] = useState<CollectionInfo[]>([]);
+  const [selected, setSelected] = useState<string | null>(null);
+  const [drafts, setDrafts] = useState<DraftPair[]>([]);
+  const [error, setError] = useState<string | null>(null);
+  const [path, setPath] = useState("");
+  const [importName, setImportName] = useState("");
+  const [collection, setCollection] = useState("");
+  const [draftName, setDraftName] = useState("manual-qa");
+  const [limit, setLimit] = useState(5);
+
+  const refresh = useCallback(() => {
+    api
+      .datasets()
+      .then((r) => setList(r.datasets))
+      .catch((e) => setError(String(e.message ?? e)));
+    if (selected) {
+      api
+        .drafts(selected)
+        .then((r) => setDrafts(r.drafts))
+        .catch(() => setDrafts([]));
+    }
+  }, [selected]);
+  useEffect(() => {
+    refresh();
+    const id = setInterval(refresh, POLL_MS);
+    return () => clearInterval(id);
+  }, [refresh]);
+  useEffect(() => {
+    api
+      .collections()
+      .then((r) => {
+        setCollections(r.collections);
+        setCollection((c) => c || r.collections[0]?.name || "");
+      })
+      .catch(() => setCollections([]));
+  }, []);
+  const act = (p: Promise<unknown>, then?: () => void) => {
+    setError(null);
+    p.then(() => {
+      then?.();
+      refresh();
+    }).catch((e) => setError(String(e.message ?? e)));
+  };
+
+  return (
+    <div className="card" data-testid="datasets">
+      <h2>{t("datasetsTitle")}</h2>
+      {error && <p className="error">{error}</p>}
+      {list.length === 0 ? (
+        <p className="muted">{t("noDatasets")}</p>
+      ) : (
+        <table className="table">
+          <thead>
+            <tr>
+              <th>{t("datasetName")}</th>
+              <th>{t("trainEval")}</th>
+              <th>{t("draftsOf")}</th>
+            </tr>
+          </thead>
+          <tbody>
+            {list.map((d) => (
+              <tr
+                key={d.name}
+                className={selected === d.name ? "selected" : ""}
+                onClick={() => setSelected(d.name)}
+                data-testid={`dataset-${d.name}`}
+              >
+                <td>{d.name}</td>
+                <td>
+                  {d.train} / {d.eval}
+                </td>
+                <td>
+                  {d.drafts.pending} {t("d_pending")} · {d.drafts.approved} {t("d_approved")} · {d.drafts.rejected}{" "}
+                  {t("d_rejected")}
+                  {d.synth && (
+                    <span className="muted">
+                      {" "}
+                      — {t("drafting")} {d.synth.done + 1} / {d.synth.total}
+                    </span>
+                  )}
+                </td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
+
+      {selected && drafts.length > 0 && (
+        <div className="drafts" data-testid="drafts">
+          <h3>
+            {t("draftsOf")}: {selected}
+          </h3>
+          {drafts.map((d) => (
+            <div key={d.id} className={`draft draft-${d.status}`} data-testid="draft" data-status={d.status}>
+              <div className="card-head">
+                <strong>#{d.id}</strong>
+                <span className="muted">
+                  {fileName(d.source.document)} p.{d.source.page} · {t("groundedShare")} {d.grounded.toFixed(2)}
+                </span>
+                <span className="badge">{t(`d_${d.status}` as Key)}</span>
+                <span className="spacer" />
+                <button
+                  className="btn"
+                  onClick={() => act(api.reviewDrafts(selected, { approve: [d.id] }))}
+                  disabled={d.status === "approved"}
+                  data-testid="approve-draft"
+                >
+                  {t("approve")}
+                </button>
+                <button
+                  className="btn"
+                  onClick={() => act(api.reviewDrafts(selected, { reject: [d.id] }))}
+                  disabled={d.status === "rejected"}
+                >
+                  {t("reject")}
+                </button>
+              </div>
+              <p>Q: {d.question}</p>
+              <p>A: {d.answer}</p>
+            </div>
+          ))}
+        </div>
+      )}
+
+      <div className="add-form">
+        <h3>{t("draftFromCollection")}</h3>
+        <div className="row">
+          <select value={collection} onChange={(e) => setCollection(e.target.value)} data-testid="synth-collection">
+            {collections.map((c) => (
+              <option key={c.name} value={c.name}>
+                {c.name}
+              </option>
+            ))}
+          </select>
+          <input value={draftName} onChange={(e) => setDraftName(e.target.value)} placeholder={t("datasetName")} data-testid="synth-name" />
+          <label>
+            {t("draftCount")}{" "}
+            <input type="number" min={1} max={200} value={limit} onChange={(e) => setLimit(Number(e.target.value))} data-testid="synth-limit" />
+          </label>
+          <button
+            className="btn primary"
+            disabled={!collection || !draftName.trim()}
+            onClick={() => act(api.synthDataset(draftName.trim(), collection, limit), () => setSelected(draftName.trim()))}
+            data-testid="synth-start"
+          >
+            {t("draftBtn")}
+          </button>
+        </div>
+        <h3>{t("importDataset")}</h3>
+        <div className="row">
+          <input value={path} onChange={(e) => setPath(e.target.value)} placeholder="/srv/data/faq.jsonl" className="mono" data-testid="import-path" />
+          <input value={importName} onChange={(e) => setImportName(e.target.value)} placeholder={t("datasetName")} data-testid="import-name" />
+          <button
+            className="btn"
+            disabled={!path.trim() || !importName.trim()}
+            onClick={() => act(api.importDataset(path.trim(), importName.trim()), () => setSelected(importName.trim()))}
+            data-testid="import-start"
+          >
+            {t("importBtn")}
+          </button>
+        </div>
+      </div>
+    </div>
   );
 }
 
@@ -255,6 +434,8 @@ export function Training() {
           <LossCurve metrics={metrics} />
         </div>
       )}
+
+      <Datasets />
 
       <Adapters refreshKey={(jobs ?? []).filter((j) => j.state === "done").length} />
 

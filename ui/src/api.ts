@@ -174,6 +174,26 @@ export interface AdapterInfo {
   } | null;
 }
 
+/** A training dataset (`GET /api/datasets`). */
+export interface DatasetSummary {
+  name: string;
+  train: number;
+  eval: number;
+  drafts: { pending: number; approved: number; rejected: number };
+  synth: { done: number; total: number } | null;
+}
+
+/** A drafted Q&A pair waiting for review. */
+export interface DraftPair {
+  id: number;
+  question: string;
+  answer: string;
+  status: "pending" | "approved" | "rejected";
+  grounded: number;
+  edited: boolean;
+  source: { chunk_id: number; document: string; page: number };
+}
+
 /** A model the server can answer with (`GET /v1/models`). */
 export interface ServedModel {
   id: string;
@@ -182,6 +202,17 @@ export interface ServedModel {
 }
 
 export const api = {
+  datasets: () => getJson<{ datasets: DatasetSummary[] }>("/api/datasets"),
+  importDataset: (path: string, name: string) =>
+    sendJson<unknown>("POST", "/api/datasets/import", { path, name }),
+  synthDataset: (name: string, collection: string, limit: number) =>
+    sendJson<unknown>("POST", `/api/datasets/${encodeURIComponent(name)}/synth`, { collection, limit }),
+  drafts: (name: string) =>
+    getJson<{ drafts: DraftPair[]; synth: { done: number; total: number } | null }>(
+      `/api/datasets/${encodeURIComponent(name)}/drafts`,
+    ),
+  reviewDrafts: (name: string, body: { approve?: number[]; reject?: number[] }) =>
+    sendJson<{ train: number; eval: number }>("POST", `/api/datasets/${encodeURIComponent(name)}/review`, body),
   servedModels: () => getJson<{ data: ServedModel[] }>("/v1/models"),
   adapters: () => getJson<{ adapters: AdapterInfo[] }>("/api/adapters"),
   loadAdapter: (name: string) =>

@@ -174,9 +174,33 @@ try {
   check(models.includes("Apache-2.0"), "licences are shown");
   await shot("models-en");
 
-  step = "training screen: submit a tiny job and watch it train";
+  step = "training data: import a JSONL file, draft a pair from the manuals, approve it";
   await page.getByTestId("nav-training").click();
   await page.getByTestId("training-screen").waitFor();
+  const jsonl = /dataset = "([^"]+)"/.exec(trainJob)?.[1];
+  check(!!jsonl, "the training job names its JSONL file");
+  await page.getByTestId("import-path").fill(jsonl);
+  await page.getByTestId("import-name").fill("ui-faq");
+  await page.getByTestId("import-start").click();
+  await page.getByTestId("dataset-ui-faq").waitFor();
+  check(/\d+ \/ \d+/.test(await page.getByTestId("dataset-ui-faq").innerText()), "the imported dataset shows its split");
+  await page.getByTestId("synth-collection").selectOption("manuals");
+  await page.getByTestId("synth-name").fill("ui-drafts");
+  await page.getByTestId("synth-limit").fill("1");
+  await page.getByTestId("synth-start").click();
+  const draft = page.getByTestId("draft").first();
+  await draft.waitFor({ timeout: ANSWER_TIMEOUT });
+  const draftText = await draft.innerText();
+  log("draft:", draftText.replace(/\s+/g, " "));
+  check(/p\.\d+/.test(draftText) && /Q: \S/.test(draftText) && /A: \S/.test(draftText), "the draft has its source page, question and answer");
+  await draft.getByTestId("approve-draft").click();
+  await page.locator('[data-testid="draft"][data-status="approved"]').waitFor();
+  await page.waitForFunction(
+    () => /1 approved/.test(document.querySelector('[data-testid="dataset-ui-drafts"]')?.textContent ?? ""),
+  );
+  await shot("training-data-en");
+
+  step = "training screen: submit a tiny job and watch it train";
   await page.getByTestId("job-toml").fill(trainJob);
   await page.getByTestId("submit-job").click();
   const trainRow = page.getByTestId("training-job").first();
