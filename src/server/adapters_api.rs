@@ -99,8 +99,13 @@ async fn list(State(state): State<Arc<ServerState>>) -> Result<Json<Value>, ApiE
                         .then(|| format!("/api/adapters/{name}/report.png")),
                 })
             });
-        let size: u64 =
-            std::fs::metadata(folder.join("adapter_model.safetensors")).map_or(0, |m| m.len());
+        let weights = folder.join("adapter_model.safetensors");
+        let size: u64 = std::fs::metadata(&weights).map_or(0, |m| m.len());
+        // Adapters are megabytes: hashing them per listing is cheap.
+        let sha256 = std::fs::read(&weights).ok().map(|b| {
+            use sha2::Digest;
+            hex::encode(sha2::Sha256::digest(&b))
+        });
         let serving = served.iter().find(|a| a.name == name);
         out.push(json!({
             "name": name,
@@ -110,6 +115,7 @@ async fn list(State(state): State<Arc<ServerState>>) -> Result<Json<Value>, ApiE
             "alpha": config["lora_alpha"],
             "targets": config["target_modules"],
             "size": size,
+            "sha256": sha256,
             "served": serving.is_some(),
             "model": serving.map(ServedAdapter::model_id),
             "report": report,

@@ -1,18 +1,23 @@
 // Models: what is installed on this machine, from models/models.toml (and the
 // imported models), with role, size, sha256 and licence.
 import { useEffect, useState } from "react";
-import { api, formatBytes, type ModelInfo } from "./api";
+import { api, formatBytes, type AdapterInfo, type ModelInfo } from "./api";
 import { useI18n, type Key } from "./i18n";
 
 export function Models() {
   const { t } = useI18n();
   const [models, setModels] = useState<ModelInfo[] | null>(null);
   const [error, setError] = useState<string | null>(null);
+  const [adapters, setAdapters] = useState<AdapterInfo[]>([]);
   useEffect(() => {
     api
       .models()
       .then((r) => setModels(r.models))
       .catch((e: Error) => setError(e.message));
+    api
+      .adapters()
+      .then((r) => setAdapters(r.adapters))
+      .catch(() => setAdapters([]));
   }, []);
   return (
     <div className="page" data-testid="models-screen">
@@ -68,6 +73,44 @@ export function Models() {
                         <span className="badge busy">{t("loadedNow")}</span>
                       </div>
                     )}
+                  </td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
+      )}
+      {adapters.length > 0 && (
+        <div className="card">
+          <h2>{t("adaptersTitle")}</h2>
+          <table className="table" data-testid="adapters-table">
+            <thead>
+              <tr>
+                <th>{t("name")}</th>
+                <th>{t("baseModel")}</th>
+                <th className="num">{t("size")}</th>
+                <th>sha256</th>
+                <th>{t("licence")}</th>
+                <th>{t("present")}</th>
+              </tr>
+            </thead>
+            <tbody>
+              {adapters.map((a) => (
+                <tr key={a.name} data-testid="adapter-row">
+                  <td>
+                    <div className="file-name">{a.name}</div>
+                    <div className="model-desc">
+                      LoRA r={a.rank ?? "?"} · {(a.targets ?? []).join(", ")}
+                    </div>
+                  </td>
+                  <td>{a.base_model ?? "?"}</td>
+                  <td className="num">{formatBytes(a.size)}</td>
+                  <td className="hash">
+                    <code>{a.sha256 ?? ""}</code>
+                  </td>
+                  <td>{t("adapterLicence")}</td>
+                  <td className="nowrap">
+                    {a.served && <span className="badge busy">{t("loadedNow")}</span>}
                   </td>
                 </tr>
               ))}

@@ -162,6 +162,7 @@ export interface AdapterInfo {
   rank: number | null;
   targets: string[] | null;
   size: number;
+  sha256: string | null;
   served: boolean;
   model: string | null;
   report: {

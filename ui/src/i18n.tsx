@@ -161,6 +161,7 @@ const ja = {
   d_approved: "承認済み",
   d_rejected: "却下",
   trainEval: "学習 / 評価",
+  adapterLicence: "ベースモデルに準ずる（社内で学習）",
 };
 
 type Dict = typeof ja;
@@ -321,6 +322,7 @@ const en: Dict = {
   d_approved: "approved",
   d_rejected: "rejected",
   trainEval: "train / eval",
+  adapterLicence: "as the base model (trained in-house)",
 };
 
 export type Key = keyof Dict;

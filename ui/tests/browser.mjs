@@ -225,6 +225,12 @@ try {
     "the report plot is served and drawn",
   );
   await shot("training-en");
+  await page.getByTestId("nav-models").click();
+  await page.getByTestId("adapters-table").waitFor();
+  check(/ui-tiny[\s\S]*[0-9a-f]{64}/.test(await page.getByTestId("adapters-table").innerText()), "the models screen lists the adapter with its sha256");
+  await shot("models-adapters-en");
+  await page.getByTestId("nav-training").click();
+  await page.getByTestId("training-screen").waitFor();
 
   step = "Japanese screenshots";
   await page.getByTestId("lang-ja").click();
