@@ -28,7 +28,6 @@
 //! source into `target/bench-tools/venv`; without it the bench explains how to get it
 //! (or runs Kura alone with `--no-reference`).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
@@ -331,14 +330,7 @@ impl Runner {
         let Some(python) = &self.python else {
             return Ok(());
         };
-        let ok = Command::new(python)
-            .args(["-c", "import llama_cpp"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        if ok {
+        if super::python_can_import(python, "llama_cpp") {
             Ok(())
         } else {
             Err(BenchError::ReferenceMissing {
@@ -348,11 +340,7 @@ impl Runner {
     }
 
     fn write_job(&self, job: &Job) -> Result<PathBuf, BenchError> {
-        std::fs::create_dir_all(&self.work_dir)?;
-        let path = self.work_dir.join("job.json");
-        let mut f = std::fs::File::create(&path)?;
-        f.write_all(&serde_json::to_vec(job).expect("a job serialises"))?;
-        Ok(path)
+        Ok(super::write_job_file(&self.work_dir, "job.json", job)?)
     }
 
     fn run_child(engine: &str, cmd: &mut Command) -> Result<EngineRun, BenchError> {

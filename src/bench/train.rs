@@ -19,7 +19,6 @@
 //! The ratio printed is Kura's tokens/s over PEFT's (> 1: Kura faster) and Kura's peak
 //! RSS over PEFT's (< 1: Kura smaller).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
@@ -317,14 +316,7 @@ impl Runner {
         let Some(python) = &self.python else {
             return Ok(());
         };
-        let ok = Command::new(python)
-            .args(["-c", "import torch, transformers, peft"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        if ok {
+        if super::python_can_import(python, "torch, transformers, peft") {
             Ok(())
         } else {
             Err(TrainBenchError::ReferenceMissing {
@@ -334,11 +326,11 @@ impl Runner {
     }
 
     fn write_job(&self, job: &Job) -> Result<PathBuf, TrainBenchError> {
-        std::fs::create_dir_all(&self.work_dir)?;
-        let path = self.work_dir.join("train-job.json");
-        let mut f = std::fs::File::create(&path)?;
-        f.write_all(&serde_json::to_vec(job).expect("a job serialises"))?;
-        Ok(path)
+        Ok(super::write_job_file(
+            &self.work_dir,
+            "train-job.json",
+            job,
+        )?)
     }
 
     fn run_child(engine: &str, cmd: &mut Command) -> Result<EngineRun, TrainBenchError> {
