@@ -37,6 +37,10 @@ pub struct ScalePoint {
     pub p95_ms: f64,
     /// Of which: query embedding, median ms.
     pub embed_p50_ms: f64,
+    /// … BM25 search, median ms.
+    pub bm25_p50_ms: f64,
+    /// … vector search, median ms.
+    pub vector_p50_ms: f64,
 }
 
 const SYLLABLES: &[&str] = &[
@@ -149,21 +153,29 @@ pub fn scale_point(
 
     let mut total = Vec::with_capacity(queries);
     let mut embed = Vec::with_capacity(queries);
+    let mut keyword = Vec::with_capacity(queries);
+    let mut vector = Vec::with_capacity(queries);
     for _ in 0..queries {
         let q = sentence(&mut rng, &vocab, 6);
         let t = Instant::now();
         let qv = embedder
             .embed_queries(&[q.as_str()])
             .map_err(|e| IndexError::Vector(e.to_string()))?;
-        embed.push(t.elapsed().as_secs_f64() * 1000.0);
+        let t_embed = t.elapsed().as_secs_f64() * 1000.0;
+        embed.push(t_embed);
         let b = bm25.search(&q, &[1, 2], 50)?;
+        let t_bm25 = t.elapsed().as_secs_f64() * 1000.0;
+        keyword.push(t_bm25 - t_embed);
         let v = vectors.search(&qv[0], &[1, 2], 50, 64);
+        vector.push(t.elapsed().as_secs_f64() * 1000.0 - t_bm25);
         let fused = rrf(&[(&b, 1.0), (&v, 1.0)], 60.0);
         std::hint::black_box(fused);
         total.push(t.elapsed().as_secs_f64() * 1000.0);
     }
     total.sort_by(|a, b| a.total_cmp(b));
-    embed.sort_by(|a, b| a.total_cmp(b));
+    for list in [&mut embed, &mut keyword, &mut vector] {
+        list.sort_by(|a, b| a.total_cmp(b));
+    }
     Ok(ScalePoint {
         chunks,
         bm25_build_s,
@@ -173,5 +185,7 @@ pub fn scale_point(
         p50_ms: percentile(&total, 0.5),
         p95_ms: percentile(&total, 0.95),
         embed_p50_ms: percentile(&embed, 0.5),
+        bm25_p50_ms: percentile(&keyword, 0.5),
+        vector_p50_ms: percentile(&vector, 0.5),
     })
 }

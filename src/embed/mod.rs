@@ -43,6 +43,7 @@
 //! ```
 
 mod bert;
+mod cpu;
 mod e5s1;
 mod error;
 pub mod fixtures;
@@ -151,7 +152,7 @@ impl Embedder {
 
     fn load_e5s1(path: &Path, device: &Device) -> Result<Self> {
         let file = E5s1File::read(path)?;
-        let encoder = BertEncoder::from_e5s1(&file, device)?;
+        let encoder = BertEncoder::from_e5s1(&file, device)?.into_plain_cpu()?;
         let vocab = &file.vocab;
         let (bos, eos, pad) = (vocab.bos, vocab.eos, vocab.pad);
         let tokenizer = UnigramTokenizer::new(vocab, file.normalization.clone());
@@ -202,7 +203,8 @@ impl Embedder {
         let tensors = candle_core::safetensors::load(weights, device)
             .map_err(|e| EmbedError::corrupt(weights, format!("safetensors: {e}")))?;
         let max_len = cfg.max_positions.min(MINILM_MAX_LEN);
-        let encoder = BertEncoder::from_safetensors(weights, tensors, cfg, device)?;
+        let encoder =
+            BertEncoder::from_safetensors(weights, tensors, cfg, device)?.into_plain_cpu()?;
         let special = |name: &str| {
             tokenizer
                 .special_id(name)
