@@ -9,6 +9,12 @@
 //! hnsw graphs cannot delete points: a removed chunk becomes a tombstone that the
 //! search filter skips, and when tombstones pass a quarter of the points the
 //! graph is rebuilt from the live vectors ([`VectorIndex::needs_compaction`]).
+//!
+//! Up to [`EXACT_MAX`] points, searches do not use the graph: every vector is also
+//! kept in one contiguous array ([`Flat`]) and scanned exactly. That is both faster and
+//! better there: on 10k random vectors the graph search took 5.8 ms at ef = 64, the
+//! scan under 1 ms; and an approximate search of a freshly built graph lost about 1.5
+//! points of nDCG@10 on JSQuAD against exact search (see the README).
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -23,6 +29,78 @@ const MAX_CONNECTIONS: usize = 24;
 const MAX_LAYERS: usize = 16;
 const EF_CONSTRUCTION: usize = 200;
 const BASENAME: &str = "vectors";
+/// Points up to which searches scan every vector instead of walking the graph.
+pub const EXACT_MAX: usize = 50_000;
+/// Points per thread from which the exact scan is split across threads.
+const SCAN_PARALLEL_MIN: usize = 8_192;
+
+/// Every point's vector in one array, for the exact scan of small indexes.
+#[derive(Debug, Default)]
+struct Flat {
+    ids: Vec<i64>,
+    collections: Vec<i64>,
+    /// `ids.len() × dim` values (tombstones stay; the state filters them).
+    data: Vec<f32>,
+}
+
+impl Flat {
+    fn push(&mut self, id: i64, collection: i64, v: &[f32]) {
+        self.ids.push(id);
+        self.collections.push(collection);
+        self.data.extend_from_slice(v);
+    }
+
+    /// The `k` best (id, similarity) among points whose collection is allowed and
+    /// that are not tombstones, best first.
+    fn search(
+        &self,
+        query: &[f32],
+        allowed: &[i64],
+        tombstones: &HashSet<i64>,
+        k: usize,
+    ) -> Vec<(i64, f32)> {
+        let dim = query.len();
+        let scan = |range: std::ops::Range<usize>| -> Vec<(i64, f32)> {
+            let mut best: Vec<(i64, f32)> = Vec::with_capacity(k + 1);
+            for i in range {
+                if !allowed.contains(&self.collections[i]) {
+                    continue;
+                }
+                let sim = 1.0 - UnitCosine.eval(query, &self.data[i * dim..(i + 1) * dim]);
+                if best.len() == k && best[k - 1].1 >= sim {
+                    continue;
+                }
+                let id = self.ids[i];
+                if tombstones.contains(&id) {
+                    continue;
+                }
+                let at = best.partition_point(|(_, s)| *s >= sim);
+                best.insert(at, (id, sim));
+                best.truncate(k);
+            }
+            best
+        };
+        let n = self.ids.len();
+        if k == 0 || n == 0 {
+            return Vec::new();
+        }
+        let threads = rayon::current_num_threads()
+            .min(n / SCAN_PARALLEL_MIN)
+            .max(1);
+        if threads == 1 {
+            return scan(0..n);
+        }
+        use rayon::prelude::*;
+        let per = n.div_ceil(threads);
+        let mut all: Vec<(i64, f32)> = (0..threads)
+            .into_par_iter()
+            .flat_map_iter(|t| scan(t * per..((t + 1) * per).min(n)))
+            .collect();
+        all.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        all.truncate(k);
+        all
+    }
+}
 
 /// Cosine distance of L2-normalised vectors, `1 - a·b`, clamped at 0.
 ///
@@ -66,6 +144,9 @@ pub struct VectorIndex {
     graph: Option<Hnsw<'static, f32, UnitCosine>>,
     state: State,
     dirty: bool,
+    /// All vectors, while there are at most `exact_max` points (then dropped).
+    flat: Option<Flat>,
+    exact_max: usize,
 }
 
 fn new_graph(capacity: usize) -> Hnsw<'static, f32, UnitCosine> {
@@ -95,6 +176,8 @@ impl VectorIndex {
                 graph: None,
                 state: State::default(),
                 dirty: false,
+                flat: Some(Flat::default()),
+                exact_max: EXACT_MAX,
             });
         }
         let state: State = serde_json::from_slice(
@@ -113,12 +196,46 @@ impl VectorIndex {
             g.set_searching_mode(true);
             Some(g)
         };
+        let flat = match &graph {
+            None => Some(Flat::default()),
+            Some(g) if state.collections.len() <= EXACT_MAX => {
+                let mut flat = Flat::default();
+                for point in g.get_point_indexation() {
+                    let id = point.get_origin_id() as i64;
+                    let collection = state.collections.get(&id).copied().unwrap_or(-1);
+                    flat.push(id, collection, point.get_v());
+                }
+                Some(flat)
+            }
+            Some(_) => None,
+        };
         Ok(VectorIndex {
             dir: dir.to_owned(),
             graph,
             state,
             dirty: false,
+            flat,
+            exact_max: EXACT_MAX,
         })
+    }
+
+    /// Sets the point count up to which searches are exact (tests and benchmarks; 0
+    /// always walks the graph). Takes effect for points added from now on.
+    pub fn with_exact_max(mut self, exact_max: usize) -> Self {
+        self.exact_max = exact_max;
+        if self.state.collections.len() > exact_max {
+            self.flat = None;
+        }
+        self
+    }
+
+    /// Keeps the flat copy in step with an added point (or drops it past [`EXACT_MAX`]).
+    fn mirror(&mut self, id: i64, collection: i64, v: &[f32]) {
+        if self.state.collections.len() > self.exact_max {
+            self.flat = None;
+        } else if let Some(flat) = self.flat.as_mut() {
+            flat.push(id, collection, v);
+        }
     }
 
     /// The index-log position of the last commit.
@@ -149,6 +266,7 @@ impl VectorIndex {
         graph.set_searching_mode(false);
         graph.insert_slice((vector, chunk_id as usize));
         self.state.collections.insert(chunk_id, collection_id);
+        self.mirror(chunk_id, collection_id, vector);
         self.dirty = true;
         Ok(())
     }
@@ -182,8 +300,9 @@ impl VectorIndex {
             .map(|(id, _, v)| (v.as_slice(), *id as usize))
             .collect();
         graph.parallel_insert_slice(&data);
-        for (id, c, _) in fresh {
+        for (id, c, v) in fresh {
             self.state.collections.insert(*id, *c);
+            self.mirror(*id, *c, v);
         }
         self.dirty = true;
         Ok(())
@@ -219,6 +338,7 @@ impl VectorIndex {
     /// Drops everything (before a rebuild).
     pub fn clear(&mut self) {
         self.graph = None;
+        self.flat = Some(Flat::default());
         self.state = State {
             seq: self.state.seq,
             ..State::default()
@@ -279,6 +399,9 @@ impl VectorIndex {
         if query.len() != self.state.dim {
             return Vec::new();
         }
+        if let Some(flat) = &self.flat {
+            return flat.search(query, collections, &self.state.tombstones, k);
+        }
         let allowed: HashSet<i64> = collections.iter().copied().collect();
         let filter = |id: &usize| {
             let id = *id as i64;
@@ -304,5 +427,94 @@ impl VectorIndex {
     /// Whether no live point exists.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    fn unit(rng: &mut rand::rngs::StdRng, dim: usize) -> Vec<f32> {
+        let v: Vec<f32> = (0..dim).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        v.into_iter().map(|x| x / n).collect()
+    }
+
+    /// Brute force over the live points of the allowed collections.
+    fn truth(
+        points: &[(i64, i64, Vec<f32>)],
+        q: &[f32],
+        allowed: &[i64],
+        dead: &[i64],
+        k: usize,
+    ) -> Vec<i64> {
+        let mut all: Vec<(i64, f32)> = points
+            .iter()
+            .filter(|(id, c, _)| allowed.contains(c) && !dead.contains(id))
+            .map(|(id, _, v)| (*id, v.iter().zip(q).map(|(a, b)| a * b).sum()))
+            .collect();
+        all.sort_by(|a, b| b.1.total_cmp(&a.1));
+        all.into_iter().take(k).map(|(id, _)| id).collect()
+    }
+
+    #[test]
+    fn small_indexes_search_exactly_with_filters_and_tombstones_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let points: Vec<(i64, i64, Vec<f32>)> = (1..=3000)
+            .map(|id| (id, 1 + id % 3, unit(&mut rng, 48)))
+            .collect();
+        let mut index = VectorIndex::open(dir.path()).unwrap();
+        index.add_many(&points[..2000]).unwrap();
+        for (id, c, v) in &points[2000..] {
+            index.add(*id, *c, v).unwrap();
+        }
+        let dead = [5, 17, 2999];
+        for id in dead {
+            index.remove(id);
+        }
+        index.commit(7).unwrap();
+        let reopened = VectorIndex::open(dir.path()).unwrap();
+        for _ in 0..20 {
+            let q = unit(&mut rng, 48);
+            let want = truth(&points, &q, &[1, 3], &dead, 10);
+            for idx in [&index, &reopened] {
+                let got: Vec<i64> = idx
+                    .search(&q, &[1, 3], 10, 64)
+                    .iter()
+                    .map(|h| h.0)
+                    .collect();
+                assert_eq!(got, want);
+            }
+        }
+        // A tombstone's own vector does not find it.
+        let (_, _, v) = &points[16];
+        assert!(reopened
+            .search(v, &[1, 2, 3], 5, 64)
+            .iter()
+            .all(|h| h.0 != 17));
+    }
+
+    #[test]
+    fn large_indexes_walk_the_graph_with_high_recall() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(4);
+        let points: Vec<(i64, i64, Vec<f32>)> = (1..=3000)
+            .map(|id| (id, 1 + id % 2, unit(&mut rng, 16)))
+            .collect();
+        let mut index = VectorIndex::open(dir.path()).unwrap().with_exact_max(0);
+        index.add_many(&points).unwrap();
+        assert!(index.flat.is_none());
+        let (mut found, mut total) = (0, 0);
+        for _ in 0..50 {
+            let q = unit(&mut rng, 16);
+            let want = truth(&points, &q, &[2], &[], 10);
+            let got: Vec<i64> = index.search(&q, &[2], 10, 64).iter().map(|h| h.0).collect();
+            found += got.iter().filter(|id| want.contains(id)).count();
+            total += want.len();
+        }
+        let recall = found as f64 / total as f64;
+        assert!(recall > 0.9, "recall@10 {recall}");
     }
 }
