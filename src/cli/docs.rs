@@ -13,7 +13,7 @@ use super::print_json;
 use crate::catalog::Catalog;
 use crate::embed::Embedder;
 use crate::eval::retrieval::{self, KeyBy, Query};
-use crate::index::{FusionParams, SearchIndex, SearchMode};
+use crate::index::{FusionMethod, FusionParams, SearchIndex, SearchMode};
 use crate::ingest::chunk::ChunkParams;
 use crate::ingest::pipeline::{ingest, IngestOptions, Progress};
 use crate::models::{Registry, Role};
@@ -56,7 +56,10 @@ pub struct SearchArgs {
     /// Number of results.
     #[arg(long, default_value_t = 5)]
     pub top_k: usize,
-    /// RRF constant k.
+    /// How BM25 and vectors are fused: normalised scores, or reciprocal ranks.
+    #[arg(long, value_enum, default_value_t = FusionParams::default().method)]
+    pub fusion: FusionMethod,
+    /// RRF constant k (with `--fusion rrf`).
     #[arg(long, default_value_t = FusionParams::default().k)]
     pub rrf_k: f32,
     /// Weight of BM25 in the fusion.
@@ -85,7 +88,10 @@ pub struct EvalRetrievalArgs {
     /// Chunk size in tokens.
     #[arg(long, default_value_t = 256)]
     pub chunk_tokens: usize,
-    /// RRF constant k.
+    /// How BM25 and vectors are fused: normalised scores, or reciprocal ranks.
+    #[arg(long, value_enum, default_value_t = FusionParams::default().method)]
+    pub fusion: FusionMethod,
+    /// RRF constant k (with `--fusion rrf`).
     #[arg(long, default_value_t = FusionParams::default().k)]
     pub rrf_k: f32,
     /// Weight of BM25 in the fusion.
@@ -219,6 +225,7 @@ pub(super) fn search_cmd(args: SearchArgs, paths: &Paths, json_out: bool) -> Res
             Some(embedder.embed_queries(&[query.as_str()])?.remove(0))
         };
         let fusion = FusionParams {
+            method: args.fusion,
             k: args.rrf_k,
             bm25_weight: args.bm25_weight,
             vector_weight: args.vector_weight,
@@ -371,6 +378,7 @@ pub(super) fn eval_retrieval_cmd(
         overlap_tokens: 32,
     };
     let fusion = FusionParams {
+        method: args.fusion,
         k: args.rrf_k,
         bm25_weight: args.bm25_weight,
         vector_weight: args.vector_weight,
@@ -553,13 +561,24 @@ pub(super) async fn index_eval_folder(
 fn print_sweep(args: &EvalRetrievalArgs, lists: &retrieval::CandidateLists, json_out: bool) {
     let ks = [1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 100.0];
     let weights = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0, 1.25];
+    let shares = [0.2, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6];
     let candidates = [10, 20, 50, 100];
-    let (bm25, vector, points) = retrieval::sweep_fusion(lists, &ks, &weights, &candidates);
-    let defaults = FusionParams::default();
+    let (bm25, vector, points) =
+        retrieval::sweep_fusion(lists, &ks, &weights, &shares, &candidates);
+    let d = FusionParams::default();
+    let close = |a: f32, b: f32| (a - b).abs() < 1e-4;
     let current = points.iter().find(|p| {
-        p.fusion.k == defaults.k
-            && p.fusion.vector_weight == defaults.vector_weight / defaults.bm25_weight
-            && p.fusion.candidates == defaults.candidates
+        let f = &p.fusion;
+        f.method == d.method
+            && f.candidates == d.candidates
+            && match d.method {
+                FusionMethod::Rrf => {
+                    f.k == d.k && close(f.vector_weight, d.vector_weight / d.bm25_weight)
+                }
+                FusionMethod::Scores => {
+                    close(f.vector_weight, d.vector_weight) && close(f.bm25_weight, d.bm25_weight)
+                }
+            }
     });
     if json_out {
         print_json(&json!({
@@ -576,12 +595,15 @@ fn print_sweep(args: &EvalRetrievalArgs, lists: &retrieval::CandidateLists, json
         args.dataset.display(),
         points.len()
     );
-    println!("| retriever | k | vector weight | candidates | R@1 | R@5 | MRR@10 | nDCG@10 |");
+    println!("| retriever | fusion | vector weight | candidates | R@1 | R@5 | MRR@10 | nDCG@10 |");
     println!("|---|---|---|---|---|---|---|---|");
     let row = |name: &str, f: Option<&FusionParams>, s: &retrieval::RetrievalScores| {
         let (k, w, n) = f.map_or(("-".into(), "-".into(), "-".into()), |f| {
             (
-                format!("{}", f.k),
+                match f.method {
+                    FusionMethod::Rrf => format!("RRF k = {}", f.k),
+                    FusionMethod::Scores => "scores".to_string(),
+                },
                 format!("{}", f.vector_weight),
                 f.candidates.to_string(),
             )

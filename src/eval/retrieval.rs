@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::catalog::{Catalog, NewChunk, NewDocument, PageRecord};
 use crate::embed::Embedder;
-use crate::index::{FusionParams, SearchIndex, SearchMode};
+use crate::index::{FusionMethod, FusionParams, SearchIndex, SearchMode};
 use crate::ingest::chunk::{chunk_page, ChunkParams};
 
 use super::EvalError;
@@ -355,10 +355,13 @@ pub fn score_ranks(mode: &str, ranks: &[Option<usize>]) -> RetrievalScores {
 /// Scores BM25 alone, vectors alone and hybrid under every fusion setting of the
 /// grid, from lists searched once. Returns (bm25, vector, hybrid points sorted by
 /// nDCG@10, best first).
+/// RRF is tried at every k × vector weight (BM25 at 1) × candidates; score fusion at
+/// every vector share `w` of `score_shares` (BM25 at 1 − w) × candidates.
 pub fn sweep_fusion(
     c: &CandidateLists,
     ks: &[f32],
     vector_weights: &[f32],
+    score_shares: &[f32],
     candidates: &[usize],
 ) -> (RetrievalScores, RetrievalScores, Vec<FusionPoint>) {
     type Fuse<'f> = &'f dyn Fn(&[(i64, f32)], &[(i64, f32)]) -> Ranked;
@@ -376,6 +379,7 @@ pub fn sweep_fusion(
         for &k in ks {
             for &w in vector_weights {
                 let fusion = FusionParams {
+                    method: FusionMethod::Rrf,
                     k,
                     bm25_weight: 1.0,
                     vector_weight: w,
@@ -390,6 +394,23 @@ pub fn sweep_fusion(
                     scores: score_ranks("hybrid", &r),
                 });
             }
+        }
+        for &w in score_shares {
+            let fusion = FusionParams {
+                method: FusionMethod::Scores,
+                k: 0.0,
+                bm25_weight: 1.0 - w,
+                vector_weight: w,
+                candidates: n,
+            };
+            let r = ranks(&|b, v| {
+                let (b, v) = (&b[..b.len().min(n)], &v[..v.len().min(n)]);
+                crate::index::score_fusion(&[(b, 1.0 - w), (v, w)])
+            });
+            points.push(FusionPoint {
+                fusion,
+                scores: score_ranks("hybrid", &r),
+            });
         }
     }
     points.sort_by(|a, b| {
@@ -421,7 +442,7 @@ mod tests {
             keys,
             relevant: vec!["doc2".into(), "doc3".into()],
         };
-        let (bm25, vector, points) = sweep_fusion(&c, &[60.0], &[0.0, 1.0], &[50]);
+        let (bm25, vector, points) = sweep_fusion(&c, &[60.0], &[0.0, 1.0], &[], &[50]);
         assert_eq!(bm25.recall_at_1, 0.5);
         assert_eq!(vector.recall_at_1, 0.5);
         assert_eq!(points.len(), 2);
