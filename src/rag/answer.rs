@@ -339,6 +339,9 @@ impl Answerer<'_> {
             return Ok(self.finish(out, started, on_event));
         }
         let messages = prompt::messages(query, lang, &out.sources, opts.max_source_chars);
+        for m in &messages {
+            tracing::debug!(role = ?m.role, "prompt message:\n{}", m.content);
+        }
         let params = GenerateParams {
             max_tokens: opts.max_tokens,
             sampling: SamplingParams {
