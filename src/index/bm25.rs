@@ -380,6 +380,22 @@ impl Bm25Index {
         Ok(out)
     }
 
+    /// How many postings a query's terms have in all (the sum of their document
+    /// frequencies): what a search has to walk, and so a measure of how realistic a
+    /// benchmark corpus is.
+    pub fn query_postings(&self, query: &str) -> Result<u64, IndexError> {
+        let searcher = self.reader.searcher();
+        let mut total = 0;
+        for term in self
+            .terms(self.ja, JA, query)
+            .into_iter()
+            .chain(self.terms(self.gram, GRAM, query))
+        {
+            total += searcher.doc_freq(&term)?;
+        }
+        Ok(total)
+    }
+
     /// Number of live chunks.
     pub fn len(&self) -> u64 {
         self.reader.searcher().num_docs()

@@ -40,7 +40,7 @@ const MAX_LAYERS: usize = 16;
 const EF_CONSTRUCTION: usize = 200;
 const BASENAME: &str = "vectors";
 /// Points up to which searches scan every vector instead of walking the graph.
-pub const EXACT_MAX: usize = 200_000;
+pub const EXACT_MAX: usize = 2_000_000;
 /// Points per thread from which the exact scan is split across threads.
 const SCAN_PARALLEL_MIN: usize = 8_192;
 /// Candidates of the int8 scan re-scored in f32, per requested hit (at least 64).

@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::catalog::Catalog;
 use crate::embed::Embedder;
-use crate::index::{FusionParams, SearchIndex, SearchMode};
+use crate::index::{FusionParams, IndexError, SearchIndex, SearchMode};
 use crate::ingest::normalize::normalize_text;
 
 use super::overlap::{containment, content_units, units};
@@ -78,18 +78,26 @@ pub async fn retrieve(
         return Ok(Vec::new());
     }
     let query = normalize_text(query);
-    let qv = embedder
-        .embed_queries(&[query.as_str()])
-        .map_err(|e| RagError::Embed(e.to_string()))?
-        .remove(0);
-    let hits = index.search(
-        SearchMode::Hybrid,
-        &query,
-        Some(&qv),
-        collections,
-        top_k,
-        fusion,
-    )?;
+    let found = index
+        .search_query(
+            SearchMode::Hybrid,
+            &query,
+            || {
+                embedder
+                    .embed_queries(&[query.as_str()])
+                    .map(|mut v| v.remove(0))
+                    .map_err(|e| e.to_string())
+            },
+            collections,
+            top_k,
+            fusion,
+        )
+        .map_err(|e| match e {
+            IndexError::Embed(e) => RagError::Embed(e),
+            e => RagError::Index(e),
+        })?;
+    tracing::debug!(timings = ?found.timings, "retrieved");
+    let (hits, qv) = (found.hits, found.query_vector.unwrap_or_default());
     let ids: Vec<i64> = hits.iter().map(|h| h.0).collect();
     let chunks = catalog.chunks(&ids).await?;
     let vectors = catalog.embeddings(&ids).await?;
