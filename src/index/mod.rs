@@ -267,6 +267,11 @@ impl SearchIndex {
         let last = catalog.last_seq().await?;
         let from = self.bm25.committed_seq()?.min(self.vectors.committed_seq());
         if from >= last {
+            if self.vectors.has_unsaved_changes() {
+                // Opened from an older layout or a damaged row file: save what was read.
+                let seq = self.vectors.committed_seq();
+                self.vectors.commit(seq)?;
+            }
             if self.bm25.needs_retokenizing() {
                 self.retokenize_bm25(catalog).await?;
             }
@@ -393,9 +398,9 @@ impl SearchIndex {
     /// Ranked chunk ids for a query, embedding it with `embed` when the mode needs a
     /// vector: what a user's search runs.
     ///
-    /// In hybrid mode the embedding and the BM25 search run at the same time, inside
-    /// the rayon pool: on two cores the query embedding is most of a search's time,
-    /// and BM25 does not need it. Running inside the pool also keeps its threads
+    /// In hybrid mode the embedding (then the vector search) and the BM25 search run
+    /// at the same time, inside the rayon pool: on two cores the query embedding is
+    /// most of a search's time, and BM25 does not need it. Running inside the pool also keeps its threads
     /// awake between the embedding's many small parallel steps; called from outside,
     /// each step woke them again, which was the p95 tail (`kura bench index` at 10k:
     /// p95 17.7 → 12.2 ms).
@@ -417,32 +422,36 @@ impl SearchIndex {
             let t = std::time::Instant::now();
             self.bm25.search(query, collections, n).map(|b| (b, ms(t)))
         };
-        let embedded = || {
+        // The query's embedding, then its vector search (the scan splits across the
+        // pool, so the thread that ran BM25 joins it when done).
+        let dense = || -> Result<(Vec<f32>, Vec<(i64, f32)>, f64, f64), IndexError> {
             let t = std::time::Instant::now();
-            embed().map(|v| (v, ms(t))).map_err(IndexError::Embed)
+            let q = embed().map_err(IndexError::Embed)?;
+            let embed_ms = ms(t);
+            let t = std::time::Instant::now();
+            let v = self.vectors.search(&q, collections, n, n.max(64));
+            Ok((q, v, embed_ms, ms(t)))
         };
-        let (b, qv) = match mode {
+        let (b, d) = match mode {
             SearchMode::Bm25 => (Some(keyword()?), None),
-            SearchMode::Vector => (None, Some(embedded()?)),
+            SearchMode::Vector => (None, Some(dense()?)),
             SearchMode::Hybrid => {
-                let (qv, b) = rayon::join(embedded, keyword);
-                (Some(b?), Some(qv?))
+                let (d, b) = rayon::join(dense, keyword);
+                (Some(b?), Some(d?))
             }
         };
         let b = b.map(|(b, t)| {
             timings.bm25_ms = t;
             b
         });
-        let qv = qv.map(|(v, t)| {
-            timings.embed_ms = t;
-            v
-        });
-        let v = qv.as_ref().map(|q| {
-            let t = std::time::Instant::now();
-            let v = self.vectors.search(q, collections, n, n.max(64));
-            timings.vector_ms = ms(t);
-            v
-        });
+        let (qv, v) = match d {
+            Some((q, v, embed_ms, vector_ms)) => {
+                timings.embed_ms = embed_ms;
+                timings.vector_ms = vector_ms;
+                (Some(q), Some(v))
+            }
+            None => (None, None),
+        };
         let mut hits = match (b, v) {
             (Some(b), Some(v)) => {
                 let lists = [(&b[..], fusion.bm25_weight), (&v[..], fusion.vector_weight)];
