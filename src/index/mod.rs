@@ -222,6 +222,9 @@ pub struct QueryTimings {
     pub total_ms: f64,
 }
 
+/// A query's embedding, its vector hits, and the milliseconds each took.
+type Dense = (Vec<f32>, Vec<(i64, f32)>, f64, f64);
+
 /// The result of a consistency check.
 #[derive(Debug, Clone, Serialize)]
 pub struct CheckReport {
@@ -424,7 +427,7 @@ impl SearchIndex {
         };
         // The query's embedding, then its vector search (the scan splits across the
         // pool, so the thread that ran BM25 joins it when done).
-        let dense = || -> Result<(Vec<f32>, Vec<(i64, f32)>, f64, f64), IndexError> {
+        let dense = || -> Result<Dense, IndexError> {
             let t = std::time::Instant::now();
             let q = embed().map_err(IndexError::Embed)?;
             let embed_ms = ms(t);
