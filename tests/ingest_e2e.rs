@@ -397,3 +397,129 @@ fn a_user_dictionary_term_becomes_one_keyword_and_the_index_follows() {
         out.stderr_text()
     );
 }
+
+/// Reads the pretty-printed JSON summaries a `--watch --json` ingest prints, one per
+/// pass, from its stdout.
+fn summaries(stdout: std::process::ChildStdout) -> std::sync::mpsc::Receiver<Value> {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut object = String::new();
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            object.push_str(&line);
+            object.push('\n');
+            if line == "}" {
+                if let Ok(v) = serde_json::from_str::<Value>(&object) {
+                    let _ = tx.send(v);
+                }
+                object.clear();
+            }
+        }
+    });
+    rx
+}
+
+#[test]
+fn a_watched_folder_stays_in_sync_as_files_are_added_changed_and_deleted() {
+    let env = Env::new();
+    let docs = tempfile::tempdir().unwrap();
+    corpus(docs.path());
+    let d = docs.path().to_str().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kura"))
+        .args(env.args(&[
+            "ingest",
+            d,
+            "--collection",
+            "watched",
+            "--watch",
+            "--watch-interval",
+            "1",
+        ]))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let passes = summaries(child.stdout.take().unwrap());
+    let next = |what: &str| {
+        passes
+            .recv_timeout(Duration::from_secs(180))
+            .unwrap_or_else(|_| panic!("no ingest pass after {what} within 3 minutes"))
+    };
+    let first = next("the start");
+    assert_eq!(first["added"], 3, "{first}");
+
+    // A new notice, with a phrase no other document has.
+    std::fs::write(
+        docs.path().join("総務通達.txt"),
+        "総務部からの通達。来月から来客用駐車場の予約は総務部の窓口で受け付けます。予約番号はひまわり七号です。",
+    )
+    .unwrap();
+    let added = next("adding a file");
+    assert_eq!(
+        (added["added"].as_u64(), added["unchanged"].as_u64()),
+        (Some(1), Some(3)),
+        "{added}"
+    );
+    // A changed file is re-indexed, a deleted one removed.
+    let faq = docs.path().join("経費精算FAQ.txt");
+    let mut text = std::fs::read(&faq).unwrap();
+    text.extend(
+        encoding_rs::SHIFT_JIS
+            .encode("\r\nQ. 追記：深夜の帰宅にハイヤーは使えません。\r\n")
+            .0
+            .iter(),
+    );
+    std::fs::write(&faq, text).unwrap();
+    let changed = next("changing a file");
+    assert_eq!(changed["updated"], 1, "{changed}");
+    std::fs::remove_file(docs.path().join("equipment-manual-KR-200.md")).unwrap();
+    let removed = next("deleting a file");
+    assert_eq!(removed["removed"], 1, "{removed}");
+    let _ = child.kill();
+    let _ = child.wait();
+
+    let check = env.json(&["check"]);
+    assert_eq!(check["report"]["consistent"], true, "{check}");
+    let status = env.json(&["status"]);
+    assert_eq!(status[0]["documents"], 3, "{status}");
+    let hits = env.json(&[
+        "search",
+        "ひまわり七号",
+        "--collection",
+        "watched",
+        "--mode",
+        "bm25",
+    ]);
+    assert!(
+        hits[0]["doc"].as_str().unwrap().ends_with("総務通達.txt"),
+        "{hits}"
+    );
+    let hits = env.json(&[
+        "search",
+        "ハイヤー",
+        "--collection",
+        "watched",
+        "--mode",
+        "bm25",
+    ]);
+    assert!(
+        hits[0]["text"].as_str().unwrap().contains("ハイヤー"),
+        "{hits}"
+    );
+    let gone = env.json(&[
+        "search",
+        "lathe",
+        "--collection",
+        "watched",
+        "--mode",
+        "bm25",
+    ]);
+    assert!(
+        gone.as_array().unwrap().iter().all(|h| !h["doc"]
+            .as_str()
+            .unwrap()
+            .ends_with("equipment-manual-KR-200.md")),
+        "{gone}"
+    );
+}

@@ -40,6 +40,14 @@ pub struct IngestArgs {
     /// Embedding model (default: the default embedding model).
     #[arg(long)]
     pub embedding_model: Option<String>,
+    /// After ingesting, keep watching the paths and ingest again whenever a file is
+    /// added, changed or deleted (until stopped with Ctrl-C; an interrupted pass
+    /// resumes cleanly at the next start).
+    #[arg(long)]
+    pub watch: bool,
+    /// Seconds between two looks at the watched paths.
+    #[arg(long, default_value_t = 5, requires = "watch")]
+    pub watch_interval: u64,
 }
 
 /// `kura search`
@@ -155,47 +163,125 @@ pub(super) fn ingest_cmd(args: IngestArgs, paths: &Paths, json_out: bool) -> Res
         let mut opts = IngestOptions::default();
         opts.limits.max_file_bytes = args.max_file_mb * 1024 * 1024;
         opts.chunking = ChunkParams { max_tokens: args.chunk_tokens, overlap_tokens: args.overlap_tokens };
-        let pb = if json_out { ProgressBar::hidden() } else { bar(0, "ingest") };
-        let pages = std::sync::atomic::AtomicUsize::new(0);
-        let started = std::time::Instant::now();
-        let progress = |p: Progress| match p {
-            Progress::Found(n) => pb.set_length(n as u64),
-            Progress::File { path, outcome, pages: n } => {
-                let total = pages.fetch_add(n, std::sync::atomic::Ordering::Relaxed) + n;
-                let rate = total as f64 / started.elapsed().as_secs_f64().max(1e-3);
-                pb.set_message(format!("{rate:.1} pages/s  {outcome}: {}", path.file_name().unwrap_or_default().to_string_lossy()));
-                pb.inc(1);
-            }
-        };
-        let summary = ingest(&args.paths, &args.collection, &opts, &catalog, &mut index, &embedder, &progress).await?;
-        pb.finish_and_clear();
-        if json_out {
-            print_json(&json!({
-                "added": summary.added, "updated": summary.updated, "unchanged": summary.unchanged,
-                "removed": summary.removed, "failed": summary.failed, "problem_pages": summary.problem_pages,
-                "pages": summary.pages, "chunks": summary.chunks, "seconds": summary.seconds,
-            }));
-        } else {
-            println!(
-                "collection '{}': {} added, {} updated, {} unchanged, {} removed, {} failed — {} pages, {} chunks in {:.1} s",
-                args.collection, summary.added, summary.updated, summary.unchanged, summary.removed,
-                summary.failed.len(), summary.pages, summary.chunks, summary.seconds
-            );
-            for f in &summary.failed {
-                println!("  FAILED  {}: {}", f.path, f.reason);
-            }
-            for p in &summary.problem_pages {
-                println!("  page {} of {} not indexed ({}): {}", p.page, p.path, p.quality, p.reason);
-            }
-        }
+        let mut seen = watch_fingerprint(&args.paths);
+        let summary = ingest_pass(&args, &opts, &catalog, &mut index, &embedder, json_out).await?;
         // Exit non-zero only when nothing could be done: every file failed and the
         // collection holds no earlier indexed version of anything either.
         let indexed_docs = catalog.summaries().await?.iter().filter(|s| s.collection.name == args.collection).map(|s| s.documents).sum::<i64>();
         let nothing_done = summary.added + summary.updated + summary.unchanged + summary.removed == 0
             && !summary.failed.is_empty()
             && indexed_docs == 0;
-        Ok(if nothing_done { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+        if !args.watch {
+            return Ok(if nothing_done { ExitCode::FAILURE } else { ExitCode::SUCCESS });
+        }
+        // Polling, not file-system events: it works the same on network shares, and
+        // a look at a folder of manuals is a few stat calls. The incremental ingest
+        // decides what changed; the fingerprint only says whether to run it.
+        eprintln!(
+            "watching {} every {} s (Ctrl-C to stop) / {} 秒ごとに変更を確認しています（Ctrl-C で終了）",
+            args.paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
+            args.watch_interval,
+            args.watch_interval
+        );
+        loop {
+            tokio::time::sleep(Duration::from_secs(args.watch_interval.max(1))).await;
+            let now = watch_fingerprint(&args.paths);
+            if now == seen {
+                continue;
+            }
+            seen = now;
+            if let Err(e) = ingest_pass(&args, &opts, &catalog, &mut index, &embedder, json_out).await {
+                // A folder that disappeared for a moment (a share remounting) is
+                // reported, and the watch goes on.
+                eprintln!("ingest failed: {e:#}");
+            }
+        }
     })
+}
+
+/// What a watch compares between two looks: every file's path, size and
+/// modification time (or the error that stopped the walk).
+fn watch_fingerprint(
+    paths: &[PathBuf],
+) -> Result<Vec<(PathBuf, u64, Option<std::time::SystemTime>)>, String> {
+    let files = crate::ingest::pipeline::walk(paths).map_err(|e| e.to_string())?;
+    Ok(files
+        .into_iter()
+        .map(|f| {
+            let meta = std::fs::metadata(&f).ok();
+            let size = meta.as_ref().map_or(0, |m| m.len());
+            let mtime = meta.and_then(|m| m.modified().ok());
+            (f, size, mtime)
+        })
+        .collect())
+}
+
+/// One incremental ingest of `args.paths`, with its progress bar and summary.
+async fn ingest_pass(
+    args: &IngestArgs,
+    opts: &IngestOptions,
+    catalog: &Catalog,
+    index: &mut SearchIndex,
+    embedder: &Embedder,
+    json_out: bool,
+) -> Result<crate::ingest::pipeline::IngestSummary> {
+    let pb = if json_out {
+        ProgressBar::hidden()
+    } else {
+        bar(0, "ingest")
+    };
+    let pages = std::sync::atomic::AtomicUsize::new(0);
+    let started = std::time::Instant::now();
+    let progress = |p: Progress| match p {
+        Progress::Found(n) => pb.set_length(n as u64),
+        Progress::File {
+            path,
+            outcome,
+            pages: n,
+        } => {
+            let total = pages.fetch_add(n, std::sync::atomic::Ordering::Relaxed) + n;
+            let rate = total as f64 / started.elapsed().as_secs_f64().max(1e-3);
+            pb.set_message(format!(
+                "{rate:.1} pages/s  {outcome}: {}",
+                path.file_name().unwrap_or_default().to_string_lossy()
+            ));
+            pb.inc(1);
+        }
+    };
+    let summary = ingest(
+        &args.paths,
+        &args.collection,
+        opts,
+        catalog,
+        index,
+        embedder,
+        &progress,
+    )
+    .await?;
+    pb.finish_and_clear();
+    if json_out {
+        print_json(&json!({
+            "added": summary.added, "updated": summary.updated, "unchanged": summary.unchanged,
+            "removed": summary.removed, "failed": summary.failed, "problem_pages": summary.problem_pages,
+            "pages": summary.pages, "chunks": summary.chunks, "seconds": summary.seconds,
+        }));
+    } else {
+        println!(
+            "collection '{}': {} added, {} updated, {} unchanged, {} removed, {} failed — {} pages, {} chunks in {:.1} s",
+            args.collection, summary.added, summary.updated, summary.unchanged, summary.removed,
+            summary.failed.len(), summary.pages, summary.chunks, summary.seconds
+        );
+        for f in &summary.failed {
+            println!("  FAILED  {}: {}", f.path, f.reason);
+        }
+        for p in &summary.problem_pages {
+            println!(
+                "  page {} of {} not indexed ({}): {}",
+                p.page, p.path, p.quality, p.reason
+            );
+        }
+    }
+    Ok(summary)
 }
 
 pub(super) fn search_cmd(args: SearchArgs, paths: &Paths, json_out: bool) -> Result<ExitCode> {
