@@ -58,7 +58,9 @@ pub use error::{LlmError, Result};
 pub use generate::{generate, FinishReason, GenerateParams, Generation, Llm};
 pub use gguf::{GgufFile, MetadataValue};
 pub use linear::{AdapterId, Linear, LoraAdapter, LoraDropout};
-pub use model::{Architecture, Model, ModelInfo, Session, PREFILL_CHUNK};
+pub use model::{
+    prefill_chunk, Architecture, Model, ModelInfo, Session, PREFILL_CHUNK, PREFILL_CHUNK_AMX,
+};
 pub use quantize::{quantize_gguf, QuantType, QuantizeReport};
 pub use sampling::{argmax, Sampler, SamplingParams};
 pub use template::{ChatMessage, ChatTemplate, Role, CHATML_TEMPLATE};
