@@ -280,8 +280,8 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> R
     Ok(y)
 }
 
-/// [`attention`] from basic ops, for training: the softmax is `exp(x - max) / Σ`,
-/// which has a backward pass (candle's fused `softmax_last_dim` has none).
+/// [`attention`] for training: differentiable ops, with our fused softmax
+/// ([`super::fused::softmax_last_dim`]; candle's fused `softmax_last_dim` has no backward).
 /// `q: [b, heads, seq, d]`, `k`, `v: [b, kv_heads, seq, d]`, `mask: [seq, seq]`
 /// additive. Returns `[b, seq, heads * d]`.
 pub fn attention_differentiable(
@@ -294,8 +294,11 @@ pub fn attention_differentiable(
     let kv_heads = k.dims()[1];
     let kv_len = k.dims()[2];
     let rep = heads / kv_heads;
-    let q = q.contiguous()?.reshape((b, kv_heads, rep * seq, d))?;
-    let att = (q.matmul(&k.t()?.contiguous()?)? / (d as f64).sqrt())?;
+    // The scale goes on the queries (`heads × seq × d`), not on the scores
+    // (`heads × seq × kv`), and the softmax is one fused op: the graph keeps two
+    // score-sized tensors per layer instead of six.
+    let q = (q.contiguous()? / (d as f64).sqrt())?.reshape((b, kv_heads, rep * seq, d))?;
+    let att = q.matmul(&k.t()?.contiguous()?)?;
     let att = match mask {
         None => att,
         Some(mask) => att
@@ -303,9 +306,7 @@ pub fn attention_differentiable(
             .broadcast_add(&mask.to_dtype(att.dtype())?)?
             .reshape((b, kv_heads, rep * seq, kv_len))?,
     };
-    let max = att.max_keepdim(D::Minus1)?;
-    let e = att.broadcast_sub(&max)?.exp()?;
-    let att = e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?;
+    let att = super::fused::softmax_last_dim(&att)?;
     let y = att.matmul(&v.contiguous()?)?;
     Ok(y.reshape((b, heads, seq, d))?
         .transpose(1, 2)?

@@ -41,6 +41,7 @@
 mod device;
 mod error;
 pub mod fixtures;
+pub mod fused;
 mod generate;
 mod gguf;
 pub mod layers;

@@ -136,8 +136,6 @@ pub fn masked_nll(
         .reshape((batch.len() * len, hidden_size))?
         .index_select(&Tensor::new(rows.as_slice(), device)?, 0)?;
     let logits = model.lm_head().forward_train(&picked, &[], None)?;
-    let log_probs = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-    let targets = Tensor::from_vec(targets, (n, 1), device)?;
-    let nll = log_probs.gather(&targets, 1)?.sum_all()?.neg()?;
+    let nll = crate::llm::fused::summed_nll(&logits, &targets)?;
     Ok((nll, n))
 }

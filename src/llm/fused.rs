@@ -1,0 +1,315 @@
+//! Softmax and the summed negative log-likelihood as single ops with their own backward
+//! passes, for the LoRA trainer's memory.
+//!
+//! Built from basic tensor ops (the only differentiable way candle offers), a softmax
+//! keeps every intermediate — `x − max`, `exp`, the quotient — alive in the autograd
+//! graph until the backward pass: per layer of the 0.5B at seq 512 that is several
+//! `heads × seq × seq` tensors, and for the loss several `tokens × vocab` tensors of
+//! 311 MB (151,936-entry vocabulary). PyTorch's fused kernels keep only their output.
+//! These ops do the same: the forward is one pass over each row, the graph holds the
+//! input and the output, and the backward is written out:
+//!
+//! ```text
+//! softmax:   ∂x = y ⊙ (∂y − Σ ∂y ⊙ y)
+//! Σ NLL:     ∂x = ∂L · (softmax(x) − onehot(target))
+//! ```
+//!
+//! Only the CPU has a fused forward; other devices use the basic-op forms.
+
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor, D};
+
+use super::error::Result;
+
+/// Row softmax over the last dimension, differentiable, keeping only its output.
+pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    if !x.device().is_cpu() {
+        let max = x.max_keepdim(D::Minus1)?;
+        let e = x.broadcast_sub(&max)?.exp()?;
+        return Ok(e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?);
+    }
+    Ok(x.contiguous()?.apply_op1(Softmax)?)
+}
+
+/// `Σ_rows −log softmax(logits)[row, targets[row]]` (a scalar): the summed
+/// cross-entropy of `logits: [rows, vocab]` against one target id per row.
+pub fn summed_nll(logits: &Tensor, targets: &[u32]) -> Result<Tensor> {
+    let (rows, _) = logits.dims2()?;
+    if rows != targets.len() {
+        return Err(candle_core::Error::Msg(format!(
+            "{rows} rows of logits for {} targets",
+            targets.len()
+        ))
+        .into());
+    }
+    if !logits.device().is_cpu() {
+        let log_probs = candle_nn::ops::log_softmax(logits, D::Minus1)?;
+        let t = Tensor::from_slice(targets, (rows, 1), logits.device())?;
+        return Ok(log_probs.gather(&t, 1)?.sum_all()?.neg()?);
+    }
+    Ok(logits.contiguous()?.apply_op1(SummedNll {
+        targets: targets.to_vec(),
+    })?)
+}
+
+/// The contiguous values of a CPU input, or an error naming the op.
+fn rows_of<'a, T>(v: &'a [T], layout: &Layout, op: &str) -> candle_core::Result<&'a [T]> {
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&v[start..end]),
+        None => candle_core::bail!("{op}: the input must be contiguous"),
+    }
+}
+
+macro_rules! row_kernels {
+    ($softmax:ident, $nll:ident, $nll_grad:ident, $t:ty) => {
+        /// Softmax of each row of `width` values (sums in f64: a row can be a
+        /// 151,936-entry vocabulary, where an f32 running sum drifts).
+        fn $softmax(x: &[$t], width: usize) -> Vec<$t> {
+            let mut out = Vec::with_capacity(x.len());
+            for row in x.chunks_exact(width) {
+                let max = row.iter().copied().fold(<$t>::NEG_INFINITY, <$t>::max);
+                let start = out.len();
+                let mut sum = 0f64;
+                for v in row {
+                    let e = (v - max).exp();
+                    sum += e as f64;
+                    out.push(e);
+                }
+                let inv = 1.0 / sum;
+                for e in &mut out[start..] {
+                    *e = (*e as f64 * inv) as $t;
+                }
+            }
+            out
+        }
+
+        /// `Σ (logsumexp(row) − row[target])`, accumulated in f64.
+        fn $nll(x: &[$t], width: usize, targets: &[u32]) -> $t {
+            let total: f64 = x
+                .chunks_exact(width)
+                .zip(targets)
+                .map(|(row, &t)| {
+                    let max = row.iter().copied().fold(<$t>::NEG_INFINITY, <$t>::max);
+                    let sum: f64 = row.iter().map(|v| (v - max).exp() as f64).sum();
+                    max as f64 + sum.ln() - row[t as usize] as f64
+                })
+                .sum();
+            total as $t
+        }
+
+        /// `softmax(row) − onehot(target)` for every row.
+        fn $nll_grad(x: &[$t], width: usize, targets: &[u32]) -> Vec<$t> {
+            let mut out = $softmax(x, width);
+            for (row, &t) in out.chunks_exact_mut(width).zip(targets) {
+                row[t as usize] -= 1.0;
+            }
+            out
+        }
+    };
+}
+
+row_kernels!(softmax_f32, nll_f32, nll_grad_f32, f32);
+row_kernels!(softmax_f64, nll_f64, nll_grad_f64, f64);
+
+struct Softmax;
+
+impl CustomOp1 for Softmax {
+    fn name(&self) -> &'static str {
+        "kura-softmax"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let width = layout.shape().dims().last().copied().unwrap_or(1).max(1);
+        let out = match storage {
+            CpuStorage::F32(v) => {
+                CpuStorage::F32(softmax_f32(rows_of(v, layout, "softmax")?, width))
+            }
+            CpuStorage::F64(v) => {
+                CpuStorage::F64(softmax_f64(rows_of(v, layout, "softmax")?, width))
+            }
+            _ => candle_core::bail!("softmax: only f32 and f64 inputs"),
+        };
+        Ok((out, layout.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _arg: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        let dot = (grad * res)?.sum_keepdim(D::Minus1)?;
+        Ok(Some((grad.broadcast_sub(&dot)? * res)?))
+    }
+}
+
+struct SummedNll {
+    targets: Vec<u32>,
+}
+
+impl SummedNll {
+    fn check(&self, layout: &Layout) -> candle_core::Result<usize> {
+        let dims = layout.shape().dims();
+        let (rows, width) = match dims {
+            [rows, width] => (*rows, *width),
+            _ => candle_core::bail!("summed NLL: logits must be [rows, vocab], got {dims:?}"),
+        };
+        if rows != self.targets.len() || self.targets.iter().any(|&t| t as usize >= width) {
+            candle_core::bail!("summed NLL: targets do not fit logits of shape {dims:?}");
+        }
+        Ok(width)
+    }
+}
+
+impl CustomOp1 for SummedNll {
+    fn name(&self) -> &'static str {
+        "kura-summed-nll"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let width = self.check(layout)?;
+        let out = match storage {
+            CpuStorage::F32(v) => CpuStorage::F32(vec![nll_f32(
+                rows_of(v, layout, "summed NLL")?,
+                width,
+                &self.targets,
+            )]),
+            CpuStorage::F64(v) => CpuStorage::F64(vec![nll_f64(
+                rows_of(v, layout, "summed NLL")?,
+                width,
+                &self.targets,
+            )]),
+            _ => candle_core::bail!("summed NLL: only f32 and f64 logits"),
+        };
+        Ok((out, Shape::from(())))
+    }
+
+    fn bwd(
+        &self,
+        arg: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        let per_logit = arg.apply_op1_no_bwd(&NllGrad {
+            targets: self.targets.clone(),
+        })?;
+        Ok(Some(per_logit.broadcast_mul(grad)?))
+    }
+}
+
+/// `softmax(x) − onehot(targets)`, the gradient of [`SummedNll`] per unit of loss.
+struct NllGrad {
+    targets: Vec<u32>,
+}
+
+impl CustomOp1 for NllGrad {
+    fn name(&self) -> &'static str {
+        "kura-summed-nll-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let width = layout.shape().dims().last().copied().unwrap_or(1).max(1);
+        let out = match storage {
+            CpuStorage::F32(v) => CpuStorage::F32(nll_grad_f32(
+                rows_of(v, layout, "NLL gradient")?,
+                width,
+                &self.targets,
+            )),
+            CpuStorage::F64(v) => CpuStorage::F64(nll_grad_f64(
+                rows_of(v, layout, "NLL gradient")?,
+                width,
+                &self.targets,
+            )),
+            _ => candle_core::bail!("NLL gradient: only f32 and f64 logits"),
+        };
+        Ok((out, layout.shape().clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    /// The basic-op forms the fused ops replace.
+    fn reference_softmax(x: &Tensor) -> Tensor {
+        let max = x.max_keepdim(D::Minus1).unwrap();
+        let e = x.broadcast_sub(&max).unwrap().exp().unwrap();
+        e.broadcast_div(&e.sum_keepdim(D::Minus1).unwrap()).unwrap()
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap()
+    }
+
+    #[test]
+    fn fused_softmax_and_nll_match_the_basic_ops_forward_and_backward() {
+        let dev = Device::Cpu;
+        let x =
+            Var::from_tensor(&(Tensor::randn(0f64, 3.0, (2, 3, 4, 37), &dev).unwrap())).unwrap();
+        let w = Tensor::randn(0f64, 1.0, (2, 3, 4, 37), &dev).unwrap();
+        // Softmax: same values, same gradient of a weighted sum of its outputs.
+        let fused = softmax_last_dim(x.as_tensor()).unwrap();
+        let plain = reference_softmax(x.as_tensor());
+        assert!(max_diff(&fused, &plain) < 1e-12);
+        let g_fused = (&fused * &w)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let g_plain = (&plain * &w)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let (a, b) = (g_fused.get(&x).unwrap(), g_plain.get(&x).unwrap());
+        assert!(max_diff(a, b) < 1e-12, "{}", max_diff(a, b));
+
+        // Summed NLL: the loss and its gradient equal log_softmax + gather.
+        let logits = Var::from_tensor(&Tensor::randn(0f64, 4.0, (5, 50), &dev).unwrap()).unwrap();
+        let targets = [3u32, 0, 49, 17, 3];
+        let fused = summed_nll(logits.as_tensor(), &targets).unwrap();
+        let log_probs = candle_nn::ops::log_softmax(logits.as_tensor(), D::Minus1).unwrap();
+        let t = Tensor::from_slice(&targets, (5, 1), &dev).unwrap();
+        let plain = log_probs
+            .gather(&t, 1)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .neg()
+            .unwrap();
+        let (lf, lp) = (
+            fused.to_scalar::<f64>().unwrap(),
+            plain.to_scalar::<f64>().unwrap(),
+        );
+        assert!((lf - lp).abs() < 1e-9, "{lf} vs {lp}");
+        let scaled = |l: &Tensor| (l * 0.25).unwrap().backward().unwrap();
+        let (gf, gp) = (scaled(&fused), scaled(&plain));
+        let (a, b) = (gf.get(&logits).unwrap(), gp.get(&logits).unwrap());
+        assert!(max_diff(a, b) < 1e-12, "{}", max_diff(a, b));
+        // A target outside the vocabulary is an error, not a panic.
+        assert!(summed_nll(logits.as_tensor(), &[0, 0, 0, 0, 50]).is_err());
+    }
+}
