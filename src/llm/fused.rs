@@ -110,6 +110,24 @@ macro_rules! row_kernels {
 row_kernels!(softmax_f32, nll_f32, nll_grad_f32, f32);
 row_kernels!(softmax_f64, nll_f64, nll_grad_f64, f64);
 
+/// Runs a same-shape row kernel (one per float type) over a contiguous CPU input whose
+/// rows are its last dimension.
+fn map_rows(
+    storage: &CpuStorage,
+    layout: &Layout,
+    op: &str,
+    on_f32: impl Fn(&[f32], usize) -> Vec<f32>,
+    on_f64: impl Fn(&[f64], usize) -> Vec<f64>,
+) -> candle_core::Result<(CpuStorage, Shape)> {
+    let width = layout.shape().dims().last().copied().unwrap_or(1).max(1);
+    let out = match storage {
+        CpuStorage::F32(v) => CpuStorage::F32(on_f32(rows_of(v, layout, op)?, width)),
+        CpuStorage::F64(v) => CpuStorage::F64(on_f64(rows_of(v, layout, op)?, width)),
+        _ => candle_core::bail!("{op}: only f32 and f64 inputs"),
+    };
+    Ok((out, layout.shape().clone()))
+}
+
 struct Softmax;
 
 impl CustomOp1 for Softmax {
@@ -122,17 +140,7 @@ impl CustomOp1 for Softmax {
         storage: &CpuStorage,
         layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let width = layout.shape().dims().last().copied().unwrap_or(1).max(1);
-        let out = match storage {
-            CpuStorage::F32(v) => {
-                CpuStorage::F32(softmax_f32(rows_of(v, layout, "softmax")?, width))
-            }
-            CpuStorage::F64(v) => {
-                CpuStorage::F64(softmax_f64(rows_of(v, layout, "softmax")?, width))
-            }
-            _ => candle_core::bail!("softmax: only f32 and f64 inputs"),
-        };
-        Ok((out, layout.shape().clone()))
+        map_rows(storage, layout, "softmax", softmax_f32, softmax_f64)
     }
 
     fn bwd(
@@ -219,21 +227,14 @@ impl CustomOp1 for NllGrad {
         storage: &CpuStorage,
         layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let width = layout.shape().dims().last().copied().unwrap_or(1).max(1);
-        let out = match storage {
-            CpuStorage::F32(v) => CpuStorage::F32(nll_grad_f32(
-                rows_of(v, layout, "NLL gradient")?,
-                width,
-                &self.targets,
-            )),
-            CpuStorage::F64(v) => CpuStorage::F64(nll_grad_f64(
-                rows_of(v, layout, "NLL gradient")?,
-                width,
-                &self.targets,
-            )),
-            _ => candle_core::bail!("NLL gradient: only f32 and f64 logits"),
-        };
-        Ok((out, layout.shape().clone()))
+        let t = &self.targets;
+        map_rows(
+            storage,
+            layout,
+            "NLL gradient",
+            |x, w| nll_grad_f32(x, w, t),
+            |x, w| nll_grad_f64(x, w, t),
+        )
     }
 }
 
