@@ -26,6 +26,7 @@
 //! plain, differentiable matmul, with the optional [`LoraDropout`] on the adapter path.
 
 use super::error::{LlmError, Result};
+use super::kquant::{self, KQuant};
 use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Module, Shape, Tensor};
 use rand::rngs::StdRng;
@@ -183,6 +184,8 @@ pub struct Linear {
     bias: Option<Tensor>,
     in_dim: usize,
     out_dim: usize,
+    /// Kura's own kernel for this weight on this CPU ([`super::kquant`]), if any.
+    kquant: Option<KQuant>,
     adapters: Vec<(AdapterId, LoraAdapter)>,
 }
 
@@ -204,10 +207,16 @@ impl Linear {
                 )));
             }
         }
+        let kquant = if weight.device().is_cpu() {
+            kquant::kernel_for(weight.dtype(), in_dim)
+        } else {
+            None
+        };
         Ok(Self {
             name,
             weight: QMatMul::from_arc(weight.clone())?,
             qweight: weight,
+            kquant,
             bias,
             in_dim,
             out_dim,
@@ -286,6 +295,7 @@ impl Linear {
             bias,
             in_dim: self.in_dim,
             out_dim: self.out_dim,
+            kquant: None,
             adapters: Vec::new(),
         })
     }
@@ -346,7 +356,10 @@ impl Linear {
     /// `x·Wᵀ + b` plus the adapters listed in `active` (in any order; unknown ids are
     /// ignored). `x` is `[…, in]`.
     pub fn forward(&self, x: &Tensor, active: &[AdapterId]) -> Result<Tensor> {
-        let mut y = self.weight.forward(x)?;
+        let mut y = match self.kquant_forward(x)? {
+            Some(y) => y,
+            None => self.weight.forward(x)?,
+        };
         if let Some(b) = &self.bias {
             y = y.broadcast_add(b)?;
         }
@@ -359,5 +372,42 @@ impl Linear {
             }
         }
         Ok(y)
+    }
+
+    /// `x·Wᵀ` by Kura's K-quant kernel, when this weight has one and `x` is f32 on the
+    /// CPU; `None` sends the caller to candle's `QMatMul`.
+    fn kquant_forward(&self, x: &Tensor) -> Result<Option<Tensor>> {
+        let Some(kind) = self.kquant else {
+            return Ok(None);
+        };
+        if !x.device().is_cpu() || x.dtype() != DType::F32 {
+            return Ok(None);
+        }
+        let dims = x.dims();
+        if dims.last() != Some(&self.in_dim) {
+            return Ok(None); // let candle report the shape error
+        }
+        let rows = x.elem_count() / self.in_dim;
+        let x = x.contiguous()?;
+        let (storage, layout) = x.storage_and_layout();
+        let (candle_core::Storage::Cpu(CpuStorage::F32(v)), Some((start, end))) =
+            (&*storage, layout.contiguous_offsets())
+        else {
+            return Ok(None);
+        };
+        let w = self.qweight.data()?;
+        let mut y = vec![0f32; rows * self.out_dim];
+        kquant::matmul(
+            kind,
+            &w,
+            self.out_dim,
+            self.in_dim,
+            &v[start..end],
+            rows,
+            &mut y,
+        );
+        let mut out_dims = dims.to_vec();
+        *out_dims.last_mut().expect("at least one dimension") = self.out_dim;
+        Ok(Some(Tensor::from_vec(y, out_dims, x.device())?))
     }
 }

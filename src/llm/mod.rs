@@ -18,6 +18,7 @@
 //! | `error.rs` | [`LlmError`] |
 //! | `tokenizer.rs` | [`Tokenizer`] from GGUF metadata; [`TextStream`] for UTF-8-safe streaming |
 //! | `template.rs` | [`ChatTemplate`] (the file's Jinja template, ChatML fallback) |
+//! | `kquant.rs` | our AVX-512 VNNI matmul for Q4_K/Q6_K weights, read in place |
 //! | `linear.rs` | [`Linear`]: quantized weight + bias + LoRA adapters |
 //! | `layers.rs` | RMSNorm, RoPE, KV cache, grouped-query attention |
 //! | `qwen2.rs`, `llama.rs` | one architecture each |
@@ -44,6 +45,7 @@ pub mod fixtures;
 pub mod fused;
 mod generate;
 mod gguf;
+pub mod kquant;
 pub mod layers;
 mod linear;
 pub mod llama;

@@ -45,12 +45,13 @@ fn cpu_has_amx() -> bool {
     false
 }
 
-/// How many prompt tokens one forward pass takes on `device`. `KURA_CPU_AMX=1` keeps
-/// [`PREFILL_CHUNK`] on an AMX CPU (faster prefill, slower decode, more memory: see
-/// [`PREFILL_CHUNK_AMX`]).
+/// How many prompt tokens one forward pass takes on `device`. [`PREFILL_CHUNK_AMX`]
+/// only matters where candle serves Q4_K weights — on an AMX CPU Kura's own kernels
+/// ([`super::kquant`]) do, unless `KURA_CPU_KERNELS=candle` — and `KURA_CPU_AMX=1`
+/// keeps [`PREFILL_CHUNK`] even then (faster prefill, slower decode, more memory).
 pub fn prefill_chunk(device: &Device) -> usize {
     let amx_wanted = std::env::var("KURA_CPU_AMX").as_deref() == Ok("1");
-    if device.is_cpu() && cpu_has_amx() && !amx_wanted {
+    if device.is_cpu() && cpu_has_amx() && !amx_wanted && !super::kquant::cpu_supported() {
         PREFILL_CHUNK_AMX
     } else {
         PREFILL_CHUNK
