@@ -544,6 +544,20 @@ mod x86 {
         }
     }
 
+    /// Bytes ahead of the block being read that decode asks the memory system for: the
+    /// hardware prefetcher stops at every 4 KiB page, a decode step streams the whole
+    /// model from DRAM.
+    const PREFETCH_AHEAD: usize = 2048;
+
+    #[inline(always)]
+    unsafe fn prefetch(blk: *const u8, bytes: usize) {
+        let mut o = 0;
+        while o < bytes {
+            _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(PREFETCH_AHEAD + o).cast());
+            o += 64;
+        }
+    }
+
     #[inline(always)]
     unsafe fn f16_at(p: *const u8) -> f32 {
         let bits = u16::from_le_bytes([*p, *p.add(1)]);
@@ -573,6 +587,7 @@ mod x86 {
         let mut fmin = [_mm_setzero_ps(); R];
         for b in 0..nb {
             let blk = w.add(b * 144);
+            prefetch(blk, 144);
             let d = f16_at(blk);
             let dmin = f16_at(blk.add(2));
             let u = scales_mins_q4k(blk);
@@ -618,6 +633,7 @@ mod x86 {
         let mut fmin = [_mm256_setzero_ps(); R];
         for b in 0..nb {
             let blk = w.add(b * 210);
+            prefetch(blk, 210);
             let d = f16_at(blk.add(208));
             let s16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(blk.add(192).cast()));
             let sb = _mm512_castsi256_si512(s16);

@@ -257,6 +257,11 @@ pub fn causal_mask(seq: usize, start: usize, device: &Device) -> Result<Tensor> 
 /// `q: [1, heads, seq, d]` (contiguous), `k`, `v: [1, kv_heads, kv_len, d]`,
 /// `mask: [seq, kv_len]` additive. Returns `[1, seq, heads * d]`.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+    if mask.is_none() {
+        if let Some(y) = super::decode_attention::attend(q, k, v)? {
+            return Ok(y);
+        }
+    }
     let (b, heads, seq, d) = q.dims4()?;
     let kv_heads = k.dims()[1];
     let kv_len = k.dims()[2];

@@ -20,6 +20,7 @@
 //! | `template.rs` | [`ChatTemplate`] (the file's Jinja template, ChatML fallback) |
 //! | `kquant.rs` | our AVX-512 VNNI matmul for Q4_K/Q6_K weights, read in place |
 //! | `linear.rs` | [`Linear`]: quantized weight + bias + LoRA adapters |
+//! | `decode_attention.rs` | one new token's attention over the KV cache (AVX-512) |
 //! | `layers.rs` | RMSNorm, RoPE, KV cache, grouped-query attention |
 //! | `qwen2.rs`, `llama.rs` | one architecture each |
 //! | `model.rs` | [`Model`] over the architectures, [`Session`] |
@@ -39,6 +40,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod decode_attention;
 mod device;
 mod error;
 pub mod fixtures;
