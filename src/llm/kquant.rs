@@ -450,23 +450,24 @@ mod x86 {
         xs: &[&[BlockQ8K]],
         out: &mut [[f32; TILE_N]],
     ) {
-        match (kind, xs.len()) {
-            (KQuant::Q4K, 1) => tile_kernel::<1, 8>(tile, blocks, xs, out),
-            (KQuant::Q4K, 2) => tile_kernel::<2, 8>(tile, blocks, xs, out),
-            (KQuant::Q4K, 3) => tile_kernel::<3, 8>(tile, blocks, xs, out),
-            (KQuant::Q4K, 4) => tile_kernel::<4, 8>(tile, blocks, xs, out),
-            (KQuant::Q4K, 5) => tile_kernel::<5, 8>(tile, blocks, xs, out),
-            (KQuant::Q4K, 6) => tile_kernel::<6, 8>(tile, blocks, xs, out),
-            (KQuant::Q4K, 7) => tile_kernel::<7, 8>(tile, blocks, xs, out),
-            (KQuant::Q4K, _) => tile_kernel::<8, 8>(tile, blocks, xs, out),
-            (KQuant::Q6K, 1) => tile_kernel::<1, 16>(tile, blocks, xs, out),
-            (KQuant::Q6K, 2) => tile_kernel::<2, 16>(tile, blocks, xs, out),
-            (KQuant::Q6K, 3) => tile_kernel::<3, 16>(tile, blocks, xs, out),
-            (KQuant::Q6K, 4) => tile_kernel::<4, 16>(tile, blocks, xs, out),
-            (KQuant::Q6K, 5) => tile_kernel::<5, 16>(tile, blocks, xs, out),
-            (KQuant::Q6K, 6) => tile_kernel::<6, 16>(tile, blocks, xs, out),
-            (KQuant::Q6K, 7) => tile_kernel::<7, 16>(tile, blocks, xs, out),
-            (KQuant::Q6K, _) => tile_kernel::<8, 16>(tile, blocks, xs, out),
+        // One instance per row count, so the accumulators live in registers.
+        macro_rules! rows {
+            ($nsub:literal) => {
+                match xs.len() {
+                    1 => tile_kernel::<1, $nsub>(tile, blocks, xs, out),
+                    2 => tile_kernel::<2, $nsub>(tile, blocks, xs, out),
+                    3 => tile_kernel::<3, $nsub>(tile, blocks, xs, out),
+                    4 => tile_kernel::<4, $nsub>(tile, blocks, xs, out),
+                    5 => tile_kernel::<5, $nsub>(tile, blocks, xs, out),
+                    6 => tile_kernel::<6, $nsub>(tile, blocks, xs, out),
+                    7 => tile_kernel::<7, $nsub>(tile, blocks, xs, out),
+                    _ => tile_kernel::<8, $nsub>(tile, blocks, xs, out),
+                }
+            };
+        }
+        match kind {
+            KQuant::Q4K => rows!(8),
+            KQuant::Q6K => rows!(16),
         }
     }
 
