@@ -297,22 +297,11 @@ pub fn attention_differentiable(
 ) -> Result<Tensor> {
     let (b, heads, seq, d) = q.dims4()?;
     let kv_heads = k.dims()[1];
-    let kv_len = k.dims()[2];
     let rep = heads / kv_heads;
-    // The scale goes on the queries (`heads × seq × d`), not on the scores
-    // (`heads × seq × kv`), and the softmax is one fused op: the graph keeps two
-    // score-sized tensors per layer instead of six.
-    let q = (q.contiguous()? / (d as f64).sqrt())?.reshape((b, kv_heads, rep * seq, d))?;
-    let att = q.matmul(&k.t()?.contiguous()?)?;
-    let att = match mask {
-        None => att,
-        Some(mask) => att
-            .reshape((b, kv_heads, rep, seq, kv_len))?
-            .broadcast_add(&mask.to_dtype(att.dtype())?)?
-            .reshape((b, kv_heads, rep * seq, kv_len))?,
-    };
-    let att = super::fused::softmax_last_dim(&att)?;
-    let y = att.matmul(&v.contiguous()?)?;
+    // Heads of one KV group stacked as rows; scores, mask and softmax inside one op
+    // with its own backward (`fused::attention`): nothing score-sized stays in the graph.
+    let q = q.contiguous()?.reshape((b, kv_heads, rep * seq, d))?;
+    let y = super::fused::attention(&q, k, v, mask, 1.0 / (d as f64).sqrt())?;
     Ok(y.reshape((b, heads, seq, d))?
         .transpose(1, 2)?
         .reshape((b, seq, heads * d))?)
