@@ -116,6 +116,7 @@ unsafe impl Sync for SendPtr {}
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::View;
+    use crate::llm::simd::x86::exp;
     use std::arch::x86_64::*;
 
     /// One query head: scores, softmax, weighted sum of the values.
@@ -201,26 +202,6 @@ mod x86 {
             }
             c += n;
         }
-    }
-
-    /// `e^x` for x ≤ 0 (relative error ~1e-7): `2^(x·log2 e)` split into an integer
-    /// power (applied by `vscalefps`) and a fraction in [−½, ½] (degree-6 polynomial).
-    #[inline(always)]
-    unsafe fn exp(x: __m512) -> __m512 {
-        let t = _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E));
-        // Below −126 the result is 0 (and −∞ stays 0, not NaN).
-        let t = _mm512_max_ps(t, _mm512_set1_ps(-150.0));
-        let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(t);
-        let f = _mm512_mul_ps(_mm512_sub_ps(t, n), _mm512_set1_ps(std::f32::consts::LN_2));
-        // e^f for |f| ≤ ln2/2: Taylor to degree 6.
-        let mut p = _mm512_set1_ps(1.0 / 720.0);
-        p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0 / 120.0));
-        p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0 / 24.0));
-        p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0 / 6.0));
-        p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.5));
-        p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0));
-        p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0));
-        _mm512_scalef_ps(p, n)
     }
 }
 

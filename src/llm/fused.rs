@@ -188,40 +188,69 @@ fn rows_of<'a, T>(v: &'a [T], layout: &Layout, op: &str) -> candle_core::Result<
     }
 }
 
+/// `Σ exp(row − max)` in f64, writing the terms to `out` when given.
+fn exp_row_f64(row: &[f64], max: f64, out: Option<&mut [f64]>) -> f64 {
+    let mut sum = 0f64;
+    match out {
+        Some(out) => {
+            for (o, v) in out.iter_mut().zip(row) {
+                *o = (v - max).exp();
+                sum += *o;
+            }
+        }
+        None => sum = row.iter().map(|v| (v - max).exp()).sum(),
+    }
+    sum
+}
+
+/// Runs `f(row index, row, out row)` for every row, the rows shared out over candle's
+/// worker pool (the backward pass calls these ops on one thread otherwise).
+fn par_rows<T: Copy + Default + Send + Sync>(
+    x: &[T],
+    width: usize,
+    f: impl Fn(usize, &[T], &mut [T]) + Sync,
+) -> Vec<T> {
+    struct Out<T>(*mut T);
+    // SAFETY: each row index is handled by exactly one chunk; the owner waits.
+    unsafe impl<T> Send for Out<T> {}
+    unsafe impl<T> Sync for Out<T> {}
+    let mut out = vec![T::default(); x.len()];
+    let rows = x.len() / width.max(1);
+    let ptr = Out(out.as_mut_ptr());
+    candle_core::utils::barrier_pool().execute_chunked(rows, |range| {
+        let ptr = &ptr;
+        for r in range {
+            // SAFETY: rows are disjoint and inside `out`.
+            let o = unsafe { std::slice::from_raw_parts_mut(ptr.0.add(r * width), width) };
+            f(r, &x[r * width..(r + 1) * width], o);
+        }
+    });
+    out
+}
+
 macro_rules! row_kernels {
-    ($softmax:ident, $nll:ident, $nll_grad:ident, $t:ty) => {
+    ($softmax:ident, $nll:ident, $nll_grad:ident, $t:ty, $exp_row:path) => {
         /// Softmax of each row of `width` values (sums in f64: a row can be a
         /// 151,936-entry vocabulary, where an f32 running sum drifts).
         fn $softmax(x: &[$t], width: usize) -> Vec<$t> {
-            let mut out = Vec::with_capacity(x.len());
-            for row in x.chunks_exact(width) {
+            par_rows(x, width, |_, row, out| {
                 let max = row.iter().copied().fold(<$t>::NEG_INFINITY, <$t>::max);
-                let start = out.len();
-                let mut sum = 0f64;
-                for v in row {
-                    let e = (v - max).exp();
-                    sum += e as f64;
-                    out.push(e);
-                }
-                let inv = 1.0 / sum;
-                for e in &mut out[start..] {
+                let inv = 1.0 / $exp_row(row, max, Some(&mut *out));
+                for e in out.iter_mut() {
                     *e = (*e as f64 * inv) as $t;
                 }
-            }
-            out
+            })
         }
 
         /// `Σ (logsumexp(row) − row[target])`, accumulated in f64.
         fn $nll(x: &[$t], width: usize, targets: &[u32]) -> $t {
-            let total: f64 = x
-                .chunks_exact(width)
-                .zip(targets)
-                .map(|(row, &t)| {
-                    let max = row.iter().copied().fold(<$t>::NEG_INFINITY, <$t>::max);
-                    let sum: f64 = row.iter().map(|v| (v - max).exp() as f64).sum();
-                    max as f64 + sum.ln() - row[t as usize] as f64
-                })
-                .sum();
+            let per_row: Vec<f64> = par_rows(&vec![0f64; targets.len()], 1, |r, _, out| {
+                let row = &x[r * width..(r + 1) * width];
+                let max = row.iter().copied().fold(<$t>::NEG_INFINITY, <$t>::max);
+                let sum = $exp_row(row, max, None);
+                out[0] = max as f64 + sum.ln() - row[targets[r] as usize] as f64;
+            });
+            let total: f64 = per_row.iter().sum();
             total as $t
         }
 
@@ -236,8 +265,14 @@ macro_rules! row_kernels {
     };
 }
 
-row_kernels!(softmax_f32, nll_f32, nll_grad_f32, f32);
-row_kernels!(softmax_f64, nll_f64, nll_grad_f64, f64);
+row_kernels!(
+    softmax_f32,
+    nll_f32,
+    nll_grad_f32,
+    f32,
+    crate::llm::simd::exp_shifted
+);
+row_kernels!(softmax_f64, nll_f64, nll_grad_f64, f64, exp_row_f64);
 
 /// Runs a same-shape row kernel (one per float type) over a contiguous CPU input whose
 /// rows are its last dimension.

@@ -24,6 +24,7 @@
 //! | `layers.rs` | RMSNorm, RoPE, KV cache, grouped-query attention |
 //! | `qwen2.rs`, `llama.rs` | one architecture each |
 //! | `model.rs` | [`Model`] over the architectures, [`Session`] |
+//! | `simd.rs` | 512-bit `exp` and softmax row sums shared by the kernels |
 //! | `sampling.rs` | [`Sampler`]: greedy, temperature, top-k/p, min-p, repetition penalty |
 //! | `generate.rs` | [`generate`], [`Llm`] (model + tokenizer + template) |
 //! | `quantize.rs` | [`quantize_gguf`]: re-quantize a GGUF |
@@ -55,6 +56,7 @@ mod model;
 mod quantize;
 pub mod qwen2;
 mod sampling;
+pub mod simd;
 mod template;
 mod tokenizer;
 
