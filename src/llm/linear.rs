@@ -124,18 +124,6 @@ fn cpu_tensor(storage: &CpuStorage, layout: &Layout) -> candle_core::Result<Tens
     }
 }
 
-/// The storage of a freshly computed contiguous CPU tensor.
-fn into_storage(y: Tensor) -> candle_core::Result<(CpuStorage, Shape)> {
-    let shape = y.shape().clone();
-    let (st, l) = y.storage_and_layout();
-    match (&*st, l.contiguous_offsets()) {
-        (candle_core::Storage::Cpu(out), Some((0, n))) if n == shape.elem_count() => {
-            Ok((out.clone(), shape))
-        }
-        _ => candle_core::bail!("LoRA matmul: unexpected output layout"),
-    }
-}
-
 impl candle_core::CustomOp3 for FrozenLora {
     fn name(&self) -> &'static str {
         "kura-frozen-lora"
@@ -150,14 +138,66 @@ impl candle_core::CustomOp3 for FrozenLora {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
+        // The small LoRA factors through candle; the big products straight into the
+        // output buffer.
         let (x, a, b) = (
             cpu_tensor(s1, l1)?,
             cpu_tensor(s2, l2)?,
             cpu_tensor(s3, l3)?,
         );
-        let h = self.masked(&x)?.matmul(&a)?;
-        let y = (x.matmul(&self.w.t()?)? + h.matmul(&(b * self.scale)?)?)?;
-        into_storage(y)
+        let h = self.masked(&x)?.matmul(&a)?.contiguous()?;
+        let b = (b * self.scale)?.contiguous()?;
+        let (rows, k) = x.dims2()?;
+        let (r, n) = b.dims2()?;
+        let Some((xs, xe)) = l1.contiguous_offsets() else {
+            candle_core::bail!("LoRA matmul: the inputs must be contiguous");
+        };
+        with_cpu_values(&self.w, |w, ws, we| {
+            with_cpu_values(&h, |h, hs, he| {
+                with_cpu_values(&b, |b, bs, be| {
+                    let out = match (s1, w, h, b) {
+                        (
+                            CpuStorage::F32(x),
+                            CpuStorage::F32(w),
+                            CpuStorage::F32(h),
+                            CpuStorage::F32(b),
+                        ) => {
+                            let lora = Some((&h[hs..he], r, &b[bs..be]));
+                            CpuStorage::F32(x_wt(
+                                &x[xs..xe],
+                                rows,
+                                k,
+                                &w[ws..we],
+                                n,
+                                lora,
+                                0.0,
+                                1.0,
+                            ))
+                        }
+                        (
+                            CpuStorage::F64(x),
+                            CpuStorage::F64(w),
+                            CpuStorage::F64(h),
+                            CpuStorage::F64(b),
+                        ) => {
+                            let lora = Some((&h[hs..he], r, &b[bs..be]));
+                            CpuStorage::F64(x_wt(
+                                &x[xs..xe],
+                                rows,
+                                k,
+                                &w[ws..we],
+                                n,
+                                lora,
+                                0.0,
+                                1.0,
+                            ))
+                        }
+                        _ => candle_core::bail!("LoRA matmul: f32 or f64 inputs of one type"),
+                    };
+                    Ok((out, Shape::from((rows, n))))
+                })
+            })
+        })
     }
 
     fn bwd(
@@ -178,6 +218,94 @@ impl candle_core::CustomOp3 for FrozenLora {
         let dx_lora = self.masked(&(gb.matmul(&a.t()?)? * self.scale)?)?;
         let dx = (g.matmul(&self.w)? + dx_lora)?;
         Ok((Some(dx), Some(da), Some(db)))
+    }
+}
+
+/// `y = x·Wᵀ (+ h·B)` straight into a new buffer with the gemm crate: `x` is
+/// `rows × k`, `w` is `n × k` (the frozen weight as stored), `h·B` an optional
+/// `rows × r` by `r × n` term (the LoRA path). Going through candle tensors here
+/// copied the input into a tensor and the result out of one — for the output
+/// projection a 311 MB copy each way per step.
+#[allow(clippy::too_many_arguments)]
+fn x_wt<T: Copy + Default + 'static>(
+    x: &[T],
+    rows: usize,
+    k: usize,
+    w: &[T],
+    n: usize,
+    lora: Option<(&[T], usize, &[T])>,
+    zero: T,
+    one: T,
+) -> Vec<T> {
+    assert_eq!(x.len(), rows * k);
+    assert_eq!(w.len(), n * k);
+    let mut y = vec![T::default(); rows * n];
+    let par = gemm::Parallelism::Rayon(rayon::current_num_threads());
+    // SAFETY: the pointers cover `rows × n`, `rows × k` and `n × k` values with the
+    // strides given (all row-major; `w` read as its transpose), checked above.
+    unsafe {
+        gemm::gemm(
+            rows,
+            n,
+            k,
+            y.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            x.as_ptr(),
+            1,
+            k as isize,
+            w.as_ptr(),
+            k as isize,
+            1,
+            zero,
+            one,
+            false,
+            false,
+            false,
+            par,
+        );
+    }
+    if let Some((h, r, b)) = lora {
+        assert_eq!(h.len(), rows * r);
+        assert_eq!(b.len(), r * n);
+        // SAFETY: as above; `h` is `rows × r`, `b` is `r × n`, both row-major.
+        unsafe {
+            gemm::gemm(
+                rows,
+                n,
+                r,
+                y.as_mut_ptr(),
+                1,
+                n as isize,
+                true,
+                h.as_ptr(),
+                1,
+                r as isize,
+                b.as_ptr(),
+                1,
+                n as isize,
+                one,
+                one,
+                false,
+                false,
+                false,
+                par,
+            );
+        }
+    }
+    y
+}
+
+/// Runs `f` on the storage and contiguous range of a CPU tensor.
+fn with_cpu_values<R>(
+    t: &Tensor,
+    f: impl FnOnce(&CpuStorage, usize, usize) -> candle_core::Result<R>,
+) -> candle_core::Result<R> {
+    let (st, l) = t.storage_and_layout();
+    match (&*st, l.contiguous_offsets()) {
+        (candle_core::Storage::Cpu(s), Some((a, b))) => f(s, a, b),
+        _ => candle_core::bail!("frozen matmul: tensors must be contiguous and on the CPU"),
     }
 }
 
@@ -205,20 +333,22 @@ impl CustomOp1 for FrozenMatmul {
         let Some((start, end)) = layout.contiguous_offsets() else {
             candle_core::bail!("frozen matmul: the input must be contiguous");
         };
-        let x = match storage {
-            CpuStorage::F32(v) => Tensor::from_slice(&v[start..end], layout.shape(), &Device::Cpu)?,
-            CpuStorage::F64(v) => Tensor::from_slice(&v[start..end], layout.shape(), &Device::Cpu)?,
-            _ => candle_core::bail!("frozen matmul: only f32 and f64 inputs"),
-        };
-        let y = x.matmul(&self.w.t()?)?;
-        let shape = y.shape().clone();
-        let (st, l) = y.storage_and_layout();
-        match (&*st, l.contiguous_offsets()) {
-            (candle_core::Storage::Cpu(out), Some((0, n))) if n == shape.elem_count() => {
-                Ok((out.clone(), shape))
-            }
-            _ => candle_core::bail!("frozen matmul: unexpected output layout"),
-        }
+        let (n, k) = self.w.dims2()?;
+        let rows = (end - start) / k;
+        let mut shape = layout.shape().dims().to_vec();
+        *shape.last_mut().expect("at least one dimension") = n;
+        with_cpu_values(&self.w, |w, ws, we| {
+            let out = match (storage, w) {
+                (CpuStorage::F32(x), CpuStorage::F32(w)) => {
+                    CpuStorage::F32(x_wt(&x[start..end], rows, k, &w[ws..we], n, None, 0.0, 1.0))
+                }
+                (CpuStorage::F64(x), CpuStorage::F64(w)) => {
+                    CpuStorage::F64(x_wt(&x[start..end], rows, k, &w[ws..we], n, None, 0.0, 1.0))
+                }
+                _ => candle_core::bail!("frozen matmul: f32 or f64 input and weight of one type"),
+            };
+            Ok((out, Shape::from(shape)))
+        })
     }
 
     fn bwd(
