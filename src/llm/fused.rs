@@ -119,6 +119,96 @@ impl Attention {
     }
 }
 
+/// RMSNorm `x / sqrt(mean(x²) + eps) · weight` over the last dimension, differentiable
+/// with respect to `x` (the norm's weight is frozen in LoRA training), keeping only its
+/// output in the graph. Built from basic ops it kept the square, the normalized input
+/// and the product (three activation-sized tensors per norm, two norms a layer), each
+/// with a zero tensor and a sum for its gradient. The backward pass:
+///
+/// ```text
+/// r = 1/sqrt(mean(x²) + eps)    ∂x = r·(∂y⊙w) − x·r³/H·Σ(∂y⊙w⊙x)
+/// ```
+pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+    let op = RmsNorm {
+        weight: weight.detach(),
+        eps,
+    };
+    if !x.device().is_cpu() {
+        return Ok(op.plain(x)?);
+    }
+    Ok(x.contiguous()?.apply_op1(op)?)
+}
+
+struct RmsNorm {
+    weight: Tensor,
+    eps: f64,
+}
+
+impl RmsNorm {
+    /// `1/sqrt(mean(x²) + eps)` per row, `[…, 1]`.
+    fn inv_rms(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        (x.sqr()?.mean_keepdim(D::Minus1)? + self.eps)?
+            .sqrt()?
+            .recip()
+    }
+
+    fn plain(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        x.broadcast_mul(&self.inv_rms(x)?)?
+            .broadcast_mul(&self.weight)
+    }
+}
+
+impl CustomOp1 for RmsNorm {
+    fn name(&self) -> &'static str {
+        "kura-rms-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let width = layout.shape().dims().last().copied().unwrap_or(1);
+        let (wst, wl) = self.weight.storage_and_layout();
+        let out = match (storage, &*wst, wl.contiguous_offsets()) {
+            (CpuStorage::F32(v), candle_core::Storage::Cpu(CpuStorage::F32(w)), Some((a, b))) => {
+                let (x, w) = (rows_of(v, layout, "rms norm")?, &w[a..b]);
+                let eps = self.eps;
+                CpuStorage::F32(par_rows(x, width, |_, row, out| {
+                    let ms = row.iter().map(|v| (v * v) as f64).sum::<f64>() / width as f64;
+                    let r = (1.0 / (ms + eps).sqrt()) as f32;
+                    for ((o, v), g) in out.iter_mut().zip(row).zip(w) {
+                        *o = v * r * g;
+                    }
+                }))
+            }
+            (CpuStorage::F64(v), candle_core::Storage::Cpu(CpuStorage::F64(w)), Some((a, b))) => {
+                let (x, w) = (rows_of(v, layout, "rms norm")?, &w[a..b]);
+                let eps = self.eps;
+                CpuStorage::F64(par_rows(x, width, |_, row, out| {
+                    let ms = row.iter().map(|v| v * v).sum::<f64>() / width as f64;
+                    let r = 1.0 / (ms + eps).sqrt();
+                    for ((o, v), g) in out.iter_mut().zip(row).zip(w) {
+                        *o = v * r * g;
+                    }
+                }))
+            }
+            _ => candle_core::bail!("rms norm: f32 or f64 input and weight of one type"),
+        };
+        Ok((out, layout.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let x = x.detach();
+        let h = x.dim(D::Minus1)? as f64;
+        let gw = g.broadcast_mul(&self.weight)?;
+        let r = self.inv_rms(&x)?;
+        let dot = (&gw * &x)?.sum_keepdim(D::Minus1)?;
+        let coef = ((dot * r.powf(3.0)?)? / h)?;
+        Ok(Some((gw.broadcast_mul(&r)? - x.broadcast_mul(&coef)?)?))
+    }
+}
+
 /// A CPU input as an untracked tensor.
 fn tensor_of(storage: &CpuStorage, layout: &Layout) -> candle_core::Result<Tensor> {
     let dev = candle_core::Device::Cpu;
@@ -531,5 +621,39 @@ mod tests {
                 "∂{name} is not zero"
             );
         }
+    }
+
+    #[test]
+    fn fused_rms_norm_matches_the_basic_ops_forward_and_backward() {
+        let dev = Device::Cpu;
+        let x = Var::from_tensor(&Tensor::randn(0f64, 2.0, (3, 4, 24), &dev).unwrap()).unwrap();
+        let w = Tensor::randn(0f64, 1.0, 24, &dev).unwrap();
+        let fused = rms_norm(x.as_tensor(), &w, 1e-6).unwrap();
+        let ms = x
+            .as_tensor()
+            .sqr()
+            .unwrap()
+            .mean_keepdim(D::Minus1)
+            .unwrap();
+        let plain = x
+            .as_tensor()
+            .broadcast_div(&(ms + 1e-6).unwrap().sqrt().unwrap())
+            .unwrap()
+            .broadcast_mul(&w)
+            .unwrap();
+        assert!(max_diff(&fused, &plain) < 1e-12);
+        let g = Tensor::randn(0f64, 1.0, (3, 4, 24), &dev).unwrap();
+        let grads = |y: &Tensor| (y * &g).unwrap().sum_all().unwrap().backward().unwrap();
+        let (a, b) = (grads(&fused), grads(&plain));
+        let d = max_diff(a.get(&x).unwrap(), b.get(&x).unwrap());
+        assert!(d < 1e-10, "∂x: {d}");
+        // The f32 forward agrees too.
+        let x32 = x.as_tensor().to_dtype(candle_core::DType::F32).unwrap();
+        let w32 = w.to_dtype(candle_core::DType::F32).unwrap();
+        let y32 = rms_norm(&x32, &w32, 1e-6)
+            .unwrap()
+            .to_dtype(candle_core::DType::F64)
+            .unwrap();
+        assert!(max_diff(&y32, &plain) < 1e-5);
     }
 }

@@ -32,13 +32,11 @@ impl RmsNorm {
         Ok(candle_nn::ops::rms_norm(x, &self.weight, self.eps)?)
     }
 
-    /// The same normalization from basic ops, so gradients flow through it:
+    /// The same normalization as one op with its own backward pass
+    /// ([`super::fused::rms_norm`]), so gradients flow through it to `x`:
     /// `x / sqrt(mean(x²) + eps) · weight`.
     pub fn forward_differentiable(&self, x: &Tensor) -> Result<Tensor> {
-        let hidden = x.dim(D::Minus1)?;
-        let mean_sq = (x.sqr()?.sum_keepdim(D::Minus1)? / hidden as f64)?;
-        let normed = x.broadcast_div(&(mean_sq + self.eps as f64)?.sqrt()?)?;
-        Ok(normed.broadcast_mul(&self.weight)?)
+        super::fused::rms_norm(x, &self.weight, self.eps as f64)
     }
 
     /// A copy with the weight in `dtype`.
