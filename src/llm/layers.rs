@@ -113,8 +113,27 @@ impl Rotary {
         })
     }
 
-    /// The same rotation from basic ops (differentiable), for positions `0..seq`.
+    /// The same rotation, differentiable, for positions `0..seq`. On the CPU it is one
+    /// op whose backward pass is the inverse rotation (`sin` negated) by the same
+    /// kernel, instead of six basic ops each keeping a query-sized tensor.
     pub fn apply_differentiable(&self, x: &Tensor) -> Result<Tensor> {
+        let seq = x.dims4()?.2;
+        let cos = self.cos.narrow(0, 0, seq)?.to_dtype(x.dtype())?;
+        let sin = self.sin.narrow(0, 0, seq)?.to_dtype(x.dtype())?;
+        if x.device().is_cpu() {
+            let op = RopeOp {
+                cos: cos.contiguous()?,
+                sin: sin.contiguous()?,
+                style: self.style,
+            };
+            return Ok(x.contiguous()?.apply_op1(op)?);
+        }
+        self.apply_basic_ops(x)
+    }
+
+    /// [`Rotary::apply_differentiable`] from basic tensor ops (devices other than the
+    /// CPU; the reference in tests).
+    fn apply_basic_ops(&self, x: &Tensor) -> Result<Tensor> {
         let (b, heads, seq, d) = x.dims4()?;
         let half = d / 2;
         let cos = self.cos.narrow(0, 0, seq)?.to_dtype(x.dtype())?;
@@ -141,6 +160,57 @@ impl Rotary {
                 Tensor::cat(&[&y0, &y1], D::Minus1)?.reshape((b, heads, seq, d))?
             }
         })
+    }
+}
+
+/// Rotary embedding as a differentiable op (see [`Rotary::apply_differentiable`]).
+struct RopeOp {
+    cos: Tensor,
+    sin: Tensor,
+    style: RopeStyle,
+}
+
+impl RopeOp {
+    fn rotate(&self, x: &Tensor, sin: &Tensor) -> candle_core::Result<Tensor> {
+        match self.style {
+            RopeStyle::Neox => candle_nn::rotary_emb::rope(x, &self.cos, sin),
+            RopeStyle::Interleaved => candle_nn::rotary_emb::rope_i(x, &self.cos, sin),
+        }
+    }
+}
+
+impl candle_core::CustomOp1 for RopeOp {
+    fn name(&self) -> &'static str {
+        "kura-rope"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &candle_core::CpuStorage,
+        layout: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        use candle_core::CpuStorage;
+        let Some((a, b)) = layout.contiguous_offsets() else {
+            candle_core::bail!("rope: the input must be contiguous");
+        };
+        let x = match storage {
+            CpuStorage::F32(v) => Tensor::from_slice(&v[a..b], layout.shape(), &Device::Cpu)?,
+            CpuStorage::F64(v) => Tensor::from_slice(&v[a..b], layout.shape(), &Device::Cpu)?,
+            _ => candle_core::bail!("rope: only f32 and f64 inputs"),
+        };
+        let y = self.rotate(&x, &self.sin)?;
+        let (st, l) = y.storage_and_layout();
+        match (&*st, l.contiguous_offsets()) {
+            (candle_core::Storage::Cpu(out), Some((0, n))) if n == y.elem_count() => {
+                Ok((out.clone(), y.shape().clone()))
+            }
+            _ => candle_core::bail!("rope: unexpected output layout"),
+        }
+    }
+
+    fn bwd(&self, _x: &Tensor, _res: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        // A rotation's transpose is the rotation by the opposite angle.
+        Ok(Some(self.rotate(&g.contiguous()?, &self.sin.neg()?)?))
     }
 }
 
@@ -322,4 +392,45 @@ pub fn logits_to_vec(logits: &Tensor) -> Result<Vec<f32>> {
         .flatten_all()?
         .to_dtype(DType::F32)?
         .to_vec1::<f32>()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap()
+    }
+
+    /// Both rotary styles: the op and its inverse-rotation backward against the
+    /// basic-op form (f64; the tables are f32, hence 1e-6).
+    #[test]
+    fn the_rope_op_matches_the_basic_ops_forward_and_backward() {
+        let dev = Device::Cpu;
+        for style in [RopeStyle::Neox, RopeStyle::Interleaved] {
+            let rot = Rotary::new(8, 10000.0, 16, style, &dev).unwrap();
+            let x = candle_core::Var::from_tensor(
+                &Tensor::randn(0f64, 1.0, (1, 3, 5, 8), &dev).unwrap(),
+            )
+            .unwrap();
+            let fused = rot.apply_differentiable(x.as_tensor()).unwrap();
+            let plain = rot.apply_basic_ops(x.as_tensor()).unwrap();
+            assert!(max_diff(&fused, &plain) < 1e-6, "{style:?} forward");
+            let g = Tensor::randn(0f64, 1.0, (1, 3, 5, 8), &dev).unwrap();
+            let grads = |y: &Tensor| (y * &g).unwrap().sum_all().unwrap().backward().unwrap();
+            let (a, b) = (grads(&fused), grads(&plain));
+            let d = max_diff(a.get(&x).unwrap(), b.get(&x).unwrap());
+            assert!(d < 1e-6, "{style:?} backward: {d}");
+            assert!(max_diff(a.get(&x).unwrap(), &g) > 1e-2, "a real rotation");
+        }
+    }
 }
