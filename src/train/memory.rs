@@ -22,7 +22,8 @@
 //! The constants were fitted on Qwen2.5-0.5B, rank 16, all seven targets, measured
 //! with `kura bench train --no-reference --runs 1 --warmup 0 --steps 1 --batch B --seq L`
 //! (batch × length → peak RSS): 1 × 256 → 4.70 GB, 2 × 256 → 6.24 GB, 1 × 512 →
-//! 6.25 GB, 2 × 512 → 9.33 GB; the estimate is 3–4% above each. (Before the fused
+//! 6.25 GB, 2 × 512 → 9.33 GB; the estimate is 3–4% above each (the RoPE op, added
+//! after, took about 0.35 GB more off the peaks). (Before the fused
 //! attention and LoRA ops of stop 14 the same jobs took 6.8–16.7 GB.)
 
 use super::lora::LoraConfig;
