@@ -209,17 +209,29 @@ impl CustomOp1 for RmsNorm {
     }
 }
 
-/// A CPU input as an untracked tensor.
-fn tensor_of(storage: &CpuStorage, layout: &Layout) -> candle_core::Result<Tensor> {
+/// A contiguous f32/f64 CPU input of a custom op as an untracked tensor (a copy).
+pub(crate) fn tensor_of(storage: &CpuStorage, layout: &Layout) -> candle_core::Result<Tensor> {
     let dev = candle_core::Device::Cpu;
     match storage {
         CpuStorage::F32(v) => {
-            Tensor::from_slice(rows_of(v, layout, "attention")?, layout.shape(), &dev)
+            Tensor::from_slice(rows_of(v, layout, "custom op")?, layout.shape(), &dev)
         }
         CpuStorage::F64(v) => {
-            Tensor::from_slice(rows_of(v, layout, "attention")?, layout.shape(), &dev)
+            Tensor::from_slice(rows_of(v, layout, "custom op")?, layout.shape(), &dev)
         }
-        _ => candle_core::bail!("attention: only f32 and f64 inputs"),
+        _ => candle_core::bail!("custom op: only f32 and f64 inputs"),
+    }
+}
+
+/// A freshly computed CPU tensor as a custom op's output (a copy of its storage).
+pub(crate) fn storage_of(y: &Tensor) -> candle_core::Result<(CpuStorage, Shape)> {
+    let shape = y.shape().clone();
+    let (st, l) = y.storage_and_layout();
+    match (&*st, l.contiguous_offsets()) {
+        (candle_core::Storage::Cpu(out), Some((0, n))) if n == shape.elem_count() => {
+            Ok((out.clone(), shape))
+        }
+        _ => candle_core::bail!("custom op: unexpected output layout"),
     }
 }
 
@@ -238,15 +250,7 @@ impl CustomOp3 for Attention {
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (q, k, v) = (tensor_of(s1, l1)?, tensor_of(s2, l2)?, tensor_of(s3, l3)?);
-        let y = self.probabilities(&q, &k)?.matmul(&v)?;
-        let shape = y.shape().clone();
-        let (st, l) = y.storage_and_layout();
-        match (&*st, l.contiguous_offsets()) {
-            (candle_core::Storage::Cpu(out), Some((0, n))) if n == shape.elem_count() => {
-                Ok((out.clone(), shape))
-            }
-            _ => candle_core::bail!("attention: unexpected output layout"),
-        }
+        storage_of(&self.probabilities(&q, &k)?.matmul(&v)?)
     }
 
     fn bwd(

@@ -189,23 +189,8 @@ impl candle_core::CustomOp1 for RopeOp {
         storage: &candle_core::CpuStorage,
         layout: &candle_core::Layout,
     ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        use candle_core::CpuStorage;
-        let Some((a, b)) = layout.contiguous_offsets() else {
-            candle_core::bail!("rope: the input must be contiguous");
-        };
-        let x = match storage {
-            CpuStorage::F32(v) => Tensor::from_slice(&v[a..b], layout.shape(), &Device::Cpu)?,
-            CpuStorage::F64(v) => Tensor::from_slice(&v[a..b], layout.shape(), &Device::Cpu)?,
-            _ => candle_core::bail!("rope: only f32 and f64 inputs"),
-        };
-        let y = self.rotate(&x, &self.sin)?;
-        let (st, l) = y.storage_and_layout();
-        match (&*st, l.contiguous_offsets()) {
-            (candle_core::Storage::Cpu(out), Some((0, n))) if n == y.elem_count() => {
-                Ok((out.clone(), y.shape().clone()))
-            }
-            _ => candle_core::bail!("rope: unexpected output layout"),
-        }
+        let x = super::fused::tensor_of(storage, layout)?;
+        super::fused::storage_of(&self.rotate(&x, &self.sin)?)
     }
 
     fn bwd(&self, _x: &Tensor, _res: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {

@@ -28,7 +28,7 @@
 use super::error::{LlmError, Result};
 use super::kquant::{self, KQuant};
 use candle_core::quantized::{QMatMul, QTensor};
-use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Module, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, DType, Layout, Module, Shape, Tensor};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::cell::RefCell;
@@ -112,18 +112,6 @@ impl FrozenLora {
     }
 }
 
-/// A contiguous 2-D CPU input as an untracked tensor.
-fn cpu_tensor(storage: &CpuStorage, layout: &Layout) -> candle_core::Result<Tensor> {
-    let Some((start, end)) = layout.contiguous_offsets() else {
-        candle_core::bail!("LoRA matmul: the inputs must be contiguous");
-    };
-    match storage {
-        CpuStorage::F32(v) => Tensor::from_slice(&v[start..end], layout.shape(), &Device::Cpu),
-        CpuStorage::F64(v) => Tensor::from_slice(&v[start..end], layout.shape(), &Device::Cpu),
-        _ => candle_core::bail!("LoRA matmul: only f32 and f64 inputs"),
-    }
-}
-
 impl candle_core::CustomOp3 for FrozenLora {
     fn name(&self) -> &'static str {
         "kura-frozen-lora"
@@ -141,9 +129,9 @@ impl candle_core::CustomOp3 for FrozenLora {
         // The small LoRA factors through candle; the big products straight into the
         // output buffer.
         let (x, a, b) = (
-            cpu_tensor(s1, l1)?,
-            cpu_tensor(s2, l2)?,
-            cpu_tensor(s3, l3)?,
+            super::fused::tensor_of(s1, l1)?,
+            super::fused::tensor_of(s2, l2)?,
+            super::fused::tensor_of(s3, l3)?,
         );
         let h = self.masked(&x)?.matmul(&a)?.contiguous()?;
         let b = (b * self.scale)?.contiguous()?;
@@ -155,44 +143,25 @@ impl candle_core::CustomOp3 for FrozenLora {
         with_cpu_values(&self.w, |w, ws, we| {
             with_cpu_values(&h, |h, hs, he| {
                 with_cpu_values(&b, |b, bs, be| {
-                    let out = match (s1, w, h, b) {
-                        (
-                            CpuStorage::F32(x),
-                            CpuStorage::F32(w),
-                            CpuStorage::F32(h),
-                            CpuStorage::F32(b),
-                        ) => {
-                            let lora = Some((&h[hs..he], r, &b[bs..be]));
-                            CpuStorage::F32(x_wt(
-                                &x[xs..xe],
-                                rows,
-                                k,
-                                &w[ws..we],
-                                n,
-                                lora,
-                                0.0,
-                                1.0,
-                            ))
-                        }
-                        (
-                            CpuStorage::F64(x),
-                            CpuStorage::F64(w),
-                            CpuStorage::F64(h),
-                            CpuStorage::F64(b),
-                        ) => {
-                            let lora = Some((&h[hs..he], r, &b[bs..be]));
-                            CpuStorage::F64(x_wt(
-                                &x[xs..xe],
-                                rows,
-                                k,
-                                &w[ws..we],
-                                n,
-                                lora,
-                                0.0,
-                                1.0,
-                            ))
-                        }
-                        _ => candle_core::bail!("LoRA matmul: f32 or f64 inputs of one type"),
+                    macro_rules! lora_xwt {
+                        ($v:ident) => {
+                            match (s1, w, h, b) {
+                                (
+                                    CpuStorage::$v(x),
+                                    CpuStorage::$v(w),
+                                    CpuStorage::$v(h),
+                                    CpuStorage::$v(b),
+                                ) => {
+                                    let lora = Some((&h[hs..he], r, &b[bs..be]));
+                                    let (x, w) = (&x[xs..xe], &w[ws..we]);
+                                    Some(CpuStorage::$v(x_wt(x, rows, k, w, n, lora, 0.0, 1.0)))
+                                }
+                                _ => None,
+                            }
+                        };
+                    }
+                    let Some(out) = lora_xwt!(F32).or_else(|| lora_xwt!(F64)) else {
+                        candle_core::bail!("LoRA matmul: f32 or f64 inputs of one type");
                     };
                     Ok((out, Shape::from((rows, n))))
                 })
@@ -669,7 +638,7 @@ impl Linear {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::Var;
+    use candle_core::{Device, Var};
 
     fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
         (a - b)
