@@ -259,15 +259,7 @@ mod tests {
                 .unwrap()
                 .expect("the kernel takes this shape");
             assert_eq!(got.dims(), want.dims());
-            let diff = (got - &want)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap();
-            let diff: f32 = diff.to_scalar().unwrap();
+            let diff = crate::llm::fused::max_abs_diff(&got, &want);
             assert!(
                 diff < 1e-4,
                 "{heads}/{kv_heads} heads, d {d}, len {len}: max diff {diff}"

@@ -383,18 +383,7 @@ pub fn logits_to_vec(logits: &Tensor) -> Result<Vec<f32>> {
 mod tests {
     use super::*;
 
-    fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap()
-    }
+    use crate::llm::fused::max_abs_diff as max_diff;
 
     /// Both rotary styles: the op and its inverse-rotation backward against the
     /// basic-op form (f64; the tables are f32, hence 1e-6).

@@ -640,18 +640,7 @@ mod tests {
     use super::*;
     use candle_core::{Device, Var};
 
-    fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f64>()
-            .unwrap()
-    }
+    use crate::llm::fused::max_abs_diff as max_diff;
 
     /// The fused frozen-weight + LoRA op against the same sum of basic ops, with a
     /// dropout mask: same output, same gradients for the input, A and B.
