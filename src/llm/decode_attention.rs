@@ -16,15 +16,8 @@ use std::sync::OnceLock;
 pub fn cpu_supported() -> bool {
     static SUPPORTED: OnceLock<bool> = OnceLock::new();
     *SUPPORTED.get_or_init(|| {
-        if std::env::var("KURA_CPU_KERNELS").is_ok_and(|v| v == "candle") {
-            return false;
-        }
-        #[cfg(target_arch = "x86_64")]
-        {
-            std::arch::is_x86_feature_detected!("avx512f")
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        false
+        std::env::var("KURA_CPU_KERNELS").map_or(true, |v| v != "candle")
+            && crate::llm::simd::has_avx512f()
     })
 }
 
@@ -86,32 +79,16 @@ pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor) -> candle_core::Result<Option<
     };
     let qv = &qd[ql.start_offset()..ql.start_offset() + heads * d];
     let rep = heads / kv_heads;
-    let mut out = vec![0f32; heads * d];
-    let out_ptr = SendPtr(out.as_mut_ptr());
     let scale = 1.0 / (d as f32).sqrt();
     // One unit per query head: heads of one group read the same keys, which stay in
     // the core's cache between them.
-    candle_core::utils::barrier_pool().execute_chunked(heads, |range| {
-        let out_ptr = &out_ptr;
+    let out = crate::llm::simd::par_rows(qv, d, |h, qh, y| {
         let mut scores = vec![0f32; len];
-        for h in range {
-            let g = h / rep;
-            let qh = &qv[h * d..(h + 1) * d];
-            // SAFETY: `cpu_supported()` checked AVX-512 F; each head writes only its own
-            // `d` outputs, inside `out`.
-            unsafe {
-                let y = std::slice::from_raw_parts_mut(out_ptr.0.add(h * d), d);
-                x86::head(qh, &kv, &vv, g, len, d, scale, &mut scores, y);
-            }
-        }
+        // SAFETY: `cpu_supported()` checked AVX-512 F; `y` is this head's `d` outputs.
+        unsafe { x86::head(qh, &kv, &vv, h / rep, len, d, scale, &mut scores, y) };
     });
     Ok(Some(Tensor::from_vec(out, (1, 1, heads * d), q.device())?))
 }
-
-struct SendPtr(*mut f32);
-// SAFETY: the pool's threads write disjoint heads while the owner waits for them.
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
@@ -140,30 +117,16 @@ mod x86 {
         let mut max = f32::NEG_INFINITY;
         for (t, s) in scores[..len].iter_mut().enumerate() {
             let kt = k.row(g, t, d).as_ptr();
-            let mut a0 = _mm512_setzero_ps();
-            let mut a1 = _mm512_setzero_ps();
-            let mut c = 0;
-            while c + 1 < chunks {
-                a0 = _mm512_fmadd_ps(
+            // Two accumulators: two FMA chains in flight.
+            let mut a = [_mm512_setzero_ps(); 2];
+            for c in 0..chunks {
+                a[c & 1] = _mm512_fmadd_ps(
                     _mm512_loadu_ps(q.as_ptr().add(16 * c)),
                     _mm512_loadu_ps(kt.add(16 * c)),
-                    a0,
-                );
-                a1 = _mm512_fmadd_ps(
-                    _mm512_loadu_ps(q.as_ptr().add(16 * c + 16)),
-                    _mm512_loadu_ps(kt.add(16 * c + 16)),
-                    a1,
-                );
-                c += 2;
-            }
-            if c < chunks {
-                a0 = _mm512_fmadd_ps(
-                    _mm512_loadu_ps(q.as_ptr().add(16 * c)),
-                    _mm512_loadu_ps(kt.add(16 * c)),
-                    a0,
+                    a[c & 1],
                 );
             }
-            *s = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1)) * scale;
+            *s = _mm512_reduce_add_ps(_mm512_add_ps(a[0], a[1])) * scale;
             max = max.max(*s);
         }
         // exp(s − max), 16 at a time, and the sum.

@@ -19,6 +19,7 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Shape, Tensor, D};
 
 use super::error::Result;
+use super::simd::par_rows;
 
 /// Row softmax over the last dimension, differentiable, keeping only its output.
 pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
@@ -295,31 +296,6 @@ fn exp_row_f64(row: &[f64], max: f64, out: Option<&mut [f64]>) -> f64 {
         None => sum = row.iter().map(|v| (v - max).exp()).sum(),
     }
     sum
-}
-
-/// Runs `f(row index, row, out row)` for every row, the rows shared out over candle's
-/// worker pool (the backward pass calls these ops on one thread otherwise).
-fn par_rows<T: Copy + Default + Send + Sync>(
-    x: &[T],
-    width: usize,
-    f: impl Fn(usize, &[T], &mut [T]) + Sync,
-) -> Vec<T> {
-    struct Out<T>(*mut T);
-    // SAFETY: each row index is handled by exactly one chunk; the owner waits.
-    unsafe impl<T> Send for Out<T> {}
-    unsafe impl<T> Sync for Out<T> {}
-    let mut out = vec![T::default(); x.len()];
-    let rows = x.len() / width.max(1);
-    let ptr = Out(out.as_mut_ptr());
-    candle_core::utils::barrier_pool().execute_chunked(rows, |range| {
-        let ptr = &ptr;
-        for r in range {
-            // SAFETY: rows are disjoint and inside `out`.
-            let o = unsafe { std::slice::from_raw_parts_mut(ptr.0.add(r * width), width) };
-            f(r, &x[r * width..(r + 1) * width], o);
-        }
-    });
-    out
 }
 
 macro_rules! row_kernels {

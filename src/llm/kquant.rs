@@ -379,6 +379,13 @@ mod x86 {
             sc[s] = d * bytes[s] as f32;
             mn[s] = dmin * bytes[8 + s] as f32;
         }
+        q4k_values(blk)
+    }
+
+    /// The 4-bit values of a Q4_K block, 4 × 64 in natural order: a 32-byte load
+    /// broadcast to both halves, the upper half shifted right by 4, masked.
+    #[inline(always)]
+    unsafe fn q4k_values(blk: *const u8) -> [__m512i; 4] {
         let low4 = _mm512_set1_epi8(0x0F);
         let nibble_shift = _mm512_set_epi64(4, 4, 4, 4, 0, 0, 0, 0);
         let qs = blk.add(16);
@@ -386,6 +393,18 @@ mod x86 {
             let v = _mm512_broadcast_i64x4(_mm256_loadu_si256(qs.add(32 * j).cast()));
             _mm512_and_si512(_mm512_srlv_epi64(v, nibble_shift), low4)
         })
+    }
+
+    /// `Σ_j q[j]·x[64j..] · s[j]` in i32 lanes: `vpmaddubsw` (u8 × i8 → i16 pairs), then
+    /// `vpdpwssd` against the sub-block scales spread over the i16 lanes.
+    #[inline(always)]
+    unsafe fn block_dot(q: &[__m512i; 4], s: &[__m512i; 4], xq: *const i8) -> __m512i {
+        let mut acc = _mm512_setzero_si512();
+        for j in 0..4 {
+            let xv = _mm512_loadu_si512(xq.add(64 * j).cast());
+            acc = _mm512_dpwssd_epi32(acc, _mm512_maddubs_epi16(q[j], xv), s[j]);
+        }
+        acc
     }
 
     /// One Q6_K block as 4 × 64 raw 6-bit values (u8, natural order), with its 16
@@ -579,10 +598,6 @@ mod x86 {
     /// the high nibble.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
     unsafe fn q4k<const R: usize>(w: *const u8, nb: usize, xs: &[&[BlockQ8K]], out: &mut [f32]) {
-        let low4 = _mm512_set1_epi8(0x0F);
-        // Upper 256 bits shifted right by 4: [low nibbles | high nibbles] = 64 values
-        // in natural order.
-        let nibble_shift = _mm512_set_epi64(4, 4, 4, 4, 0, 0, 0, 0);
         let idx = [spread(0, 16), spread(2, 16), spread(4, 16), spread(6, 16)];
         let mut facc = [_mm512_setzero_ps(); R];
         let mut fmin = [_mm_setzero_ps(); R];
@@ -595,22 +610,11 @@ mod x86 {
             let sc8 = _mm_cvtepu8_epi16(_mm_loadl_epi64(u.as_ptr().cast()));
             let mins8 = _mm_cvtepu8_epi16(_mm_loadl_epi64(u.as_ptr().add(2).cast()));
             let scb = _mm512_broadcast_i32x4(sc8);
-            let qs = blk.add(16);
-            let mut q = [_mm512_setzero_si512(); 4];
-            let mut s = [_mm512_setzero_si512(); 4];
-            for j in 0..4 {
-                let v = _mm512_broadcast_i64x4(_mm256_loadu_si256(qs.add(32 * j).cast()));
-                q[j] = _mm512_and_si512(_mm512_srlv_epi64(v, nibble_shift), low4);
-                s[j] = _mm512_permutexvar_epi16(idx[j], scb);
-            }
+            let q = q4k_values(blk);
+            let s: [__m512i; 4] = std::array::from_fn(|j| _mm512_permutexvar_epi16(idx[j], scb));
             for r in 0..R {
                 let xb = xs[r].get_unchecked(b);
-                let xq = xb.qs.as_ptr();
-                let mut acc = _mm512_setzero_si512();
-                for j in 0..4 {
-                    let xv = _mm512_loadu_si512(xq.add(64 * j).cast());
-                    acc = _mm512_dpwssd_epi32(acc, _mm512_maddubs_epi16(q[j], xv), s[j]);
-                }
+                let acc = block_dot(&q, &s, xb.qs.as_ptr());
                 facc[r] =
                     _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), _mm512_set1_ps(d * xb.d), facc[r]);
                 let bs = _mm_loadu_si128(xb.bsums32.as_ptr().cast());
@@ -639,18 +643,10 @@ mod x86 {
             let s16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(blk.add(192).cast()));
             let sb = _mm512_castsi256_si512(s16);
             let q = q6k_values(blk);
-            let mut s = [_mm512_setzero_si512(); 4];
-            for (j, sj) in s.iter_mut().enumerate() {
-                *sj = _mm512_permutexvar_epi16(idx[j], sb);
-            }
+            let s: [__m512i; 4] = std::array::from_fn(|j| _mm512_permutexvar_epi16(idx[j], sb));
             for r in 0..R {
                 let xb = xs[r].get_unchecked(b);
-                let xq = xb.qs.as_ptr();
-                let mut acc = _mm512_setzero_si512();
-                for j in 0..4 {
-                    let xv = _mm512_loadu_si512(xq.add(64 * j).cast());
-                    acc = _mm512_dpwssd_epi32(acc, _mm512_maddubs_epi16(q[j], xv), s[j]);
-                }
+                let acc = block_dot(&q, &s, xb.qs.as_ptr());
                 let dd = d * xb.d;
                 facc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), _mm512_set1_ps(dd), facc[r]);
                 // The −32 offset: Σ scale · 32 · Σx over each 16 values.

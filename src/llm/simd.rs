@@ -1,5 +1,6 @@
-//! Vector helpers shared by Kura's CPU kernels: a 512-bit `exp` and the shifted
-//! exponential sums of softmax rows, with a scalar path where AVX-512 is missing.
+//! Helpers shared by Kura's CPU kernels: a 512-bit `exp`, the shifted exponential sums
+//! of softmax rows (with a scalar path where AVX-512 is missing), and rows shared out
+//! over candle's worker pool.
 
 use std::sync::OnceLock;
 
@@ -40,6 +41,31 @@ pub fn exp_shifted(x: &[f32], max: f32, out: Option<&mut [f32]>) -> f64 {
         }
     }
     sum
+}
+
+/// Runs `f(row index, row, out row)` for every row, the rows shared out over candle's
+/// worker pool (a custom op's CPU kernel runs on one thread otherwise).
+pub(crate) fn par_rows<T: Copy + Default + Send + Sync>(
+    x: &[T],
+    width: usize,
+    f: impl Fn(usize, &[T], &mut [T]) + Sync,
+) -> Vec<T> {
+    struct Out<T>(*mut T);
+    // SAFETY: each row index is handled by exactly one chunk; the owner waits.
+    unsafe impl<T> Send for Out<T> {}
+    unsafe impl<T> Sync for Out<T> {}
+    let mut out = vec![T::default(); x.len()];
+    let rows = x.len() / width.max(1);
+    let ptr = Out(out.as_mut_ptr());
+    candle_core::utils::barrier_pool().execute_chunked(rows, |range| {
+        let ptr = &ptr;
+        for r in range {
+            // SAFETY: rows are disjoint and inside `out`.
+            let o = unsafe { std::slice::from_raw_parts_mut(ptr.0.add(r * width), width) };
+            f(r, &x[r * width..(r + 1) * width], o);
+        }
+    });
+    out
 }
 
 #[cfg(target_arch = "x86_64")]
