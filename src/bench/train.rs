@@ -23,11 +23,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{DType, Device, Var};
 use serde::{Deserialize, Serialize};
 
 use crate::bench::generate::peak_rss_mb;
 use crate::llm::{Llm, LlmError};
+use crate::train::model::StepPath;
 use crate::train::optim::{clip_grad_norm, AdamW, AdamWParams};
 use crate::train::{LoraConfig, LoraModel, Target, TokenizedExample, TrainError};
 
@@ -254,16 +255,15 @@ pub fn run_kura(job: &Job) -> Result<EngineRun, TrainBenchError> {
             cpu_start = process_cpu_s();
         }
         let t = Instant::now();
-        let (nll, n) = lora.nll(&batch, true, None)?;
-        let loss = (nll / n.max(1) as f64)?;
-        run.losses
-            .push(loss.to_dtype(DType::F64)?.to_scalar::<f64>()?);
-        let g = loss.backward()?;
-        let mut grads: Vec<Option<Tensor>> = vars
-            .iter()
-            .map(|(_, v)| g.get(v.as_tensor()).map(Tensor::detach))
-            .collect();
-        drop(g);
+        let targets: usize = batch.iter().map(|e| e.target_tokens()).sum();
+        let out = lora.loss_and_grads(
+            &batch,
+            None,
+            1.0 / targets.max(1) as f64,
+            StepPath::from_env(),
+        )?;
+        run.losses.push(out.loss);
+        let mut grads = out.grads;
         clip_grad_norm(&mut grads, 1.0)?;
         opt.step(&grads, job.learning_rate)?;
         let dt = t.elapsed().as_secs_f64();

@@ -46,6 +46,62 @@ impl RmsNorm {
             eps: self.eps,
         })
     }
+
+    /// The learned scale `[hidden]`.
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// The epsilon under the square root.
+    pub fn eps(&self) -> f32 {
+        self.eps
+    }
+}
+
+/// A borrowed view of a dense decoder (a training copy made by `to_dense`), in the order
+/// its forward pass uses the weights: what a hand-written training step needs
+/// (`crate::train::cpu_step`) without reaching into each architecture's fields.
+#[derive(Debug)]
+pub struct DecoderView<'a> {
+    /// The dequantized embedding table `[vocab, hidden]`.
+    pub embed: &'a Tensor,
+    /// The blocks, first to last.
+    pub blocks: Vec<BlockView<'a>>,
+    /// The final norm.
+    pub norm: &'a RmsNorm,
+    /// The output projection (its dense weight may be `embed` itself).
+    pub lm_head: &'a super::Linear,
+    /// The rotary tables.
+    pub rotary: &'a Rotary,
+    /// Query heads.
+    pub num_heads: usize,
+    /// Key/value heads.
+    pub num_kv_heads: usize,
+    /// Size of one head.
+    pub head_dim: usize,
+}
+
+/// One pre-norm block: `x += o(attn(q, k, v)(norm(x)))`, `x += down(silu(gate)·up)(norm(x))`.
+#[derive(Debug)]
+pub struct BlockView<'a> {
+    /// Norm before attention.
+    pub attn_norm: &'a RmsNorm,
+    /// Query, key, value and output projections.
+    pub q: &'a super::Linear,
+    /// Key projection.
+    pub k: &'a super::Linear,
+    /// Value projection.
+    pub v: &'a super::Linear,
+    /// Output projection.
+    pub o: &'a super::Linear,
+    /// Norm before the MLP.
+    pub ffn_norm: &'a RmsNorm,
+    /// SwiGLU gate projection.
+    pub gate: &'a super::Linear,
+    /// SwiGLU up projection.
+    pub up: &'a super::Linear,
+    /// MLP down projection.
+    pub down: &'a super::Linear,
 }
 
 /// How rotary embeddings pair up the dimensions of a head.
@@ -99,6 +155,16 @@ impl Rotary {
     /// Positions the tables cover.
     pub fn max_positions(&self) -> usize {
         self.cos.dims()[0]
+    }
+
+    /// The tables `cos`, `sin`: `[max_positions, rotated dims / 2]` (f32).
+    pub fn tables(&self) -> (&Tensor, &Tensor) {
+        (&self.cos, &self.sin)
+    }
+
+    /// How dimensions are paired.
+    pub fn style(&self) -> RopeStyle {
+        self.style
     }
 
     /// Rotates `x: [batch, heads, seq, head_dim]` for positions `start..start+seq`.

@@ -65,23 +65,32 @@ impl LoraDropout {
     /// A fresh random mask for `x` (`0` or `1/(1-p)` per element), or `None` when
     /// `p` is 0.
     pub fn mask(&self, x: &Tensor) -> Result<Option<Tensor>> {
-        if self.p <= 0.0 {
+        let Some(mask) = self.mask_values(x.elem_count()) else {
             return Ok(None);
-        }
-        let keep = 1.0 - self.p;
-        let n = x.elem_count();
-        let mut rng = self.rng.borrow_mut();
-        let mask: Vec<f32> = (0..n)
-            .map(|_| {
-                if rng.random::<f64>() < keep {
-                    (1.0 / keep) as f32
-                } else {
-                    0.0
-                }
-            })
-            .collect();
+        };
         let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
         Ok(Some(mask))
+    }
+
+    /// The values of the next mask of `n` elements (the same draws as
+    /// [`LoraDropout::mask`]), or `None` when `p` is 0.
+    pub fn mask_values(&self, n: usize) -> Option<Vec<f32>> {
+        if self.p <= 0.0 {
+            return None;
+        }
+        let keep = 1.0 - self.p;
+        let mut rng = self.rng.borrow_mut();
+        Some(
+            (0..n)
+                .map(|_| {
+                    if rng.random::<f64>() < keep {
+                        (1.0 / keep) as f32
+                    } else {
+                        0.0
+                    }
+                })
+                .collect(),
+        )
     }
 }
 

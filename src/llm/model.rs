@@ -344,6 +344,15 @@ impl Model {
         }
     }
 
+    /// The weights of a training copy (see [`Model::to_training`]) in forward order;
+    /// `None` for a quantized model.
+    pub fn decoder_view(&self) -> Option<super::layers::DecoderView<'_>> {
+        match &self.arch {
+            Architecture::Qwen2(m) => m.decoder_view(),
+            Architecture::Llama(m) => m.decoder_view(),
+        }
+    }
+
     /// The output projection (hidden → vocabulary logits).
     pub fn lm_head(&self) -> &Linear {
         match &self.arch {

@@ -477,6 +477,35 @@ impl Model {
         self.norm.forward_differentiable(&x)
     }
 
+    /// The weights of a training copy (from [`Model::to_dense`]) as a
+    /// [`layers::DecoderView`]; `None` for a quantized model.
+    pub fn decoder_view(&self) -> Option<layers::DecoderView<'_>> {
+        Some(layers::DecoderView {
+            embed: self.embed_dense.as_ref()?,
+            blocks: self
+                .blocks
+                .iter()
+                .map(|b| layers::BlockView {
+                    attn_norm: &b.attn_norm,
+                    q: &b.attn.q,
+                    k: &b.attn.k,
+                    v: &b.attn.v,
+                    o: &b.attn.o,
+                    ffn_norm: &b.ffn_norm,
+                    gate: &b.mlp.gate,
+                    up: &b.mlp.up,
+                    down: &b.mlp.down,
+                })
+                .collect(),
+            norm: &self.norm,
+            lm_head: &self.lm_head,
+            rotary: &self.rotary,
+            num_heads: self.config.num_heads,
+            num_kv_heads: self.config.num_kv_heads,
+            head_dim: self.config.head_dim,
+        })
+    }
+
     /// The output projection (tied to the embeddings when the file has no
     /// `output.weight`).
     pub fn lm_head(&self) -> &Linear {

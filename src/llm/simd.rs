@@ -23,8 +23,15 @@ pub fn has_avx512f() -> bool {
 pub fn exp_shifted(x: &[f32], max: f32, out: Option<&mut [f32]>) -> f64 {
     #[cfg(target_arch = "x86_64")]
     if has_avx512f() {
-        // SAFETY: AVX-512 F is present; the slices are read and written in bounds.
-        return unsafe { x86::exp_shifted(x, max, out) };
+        let out = match out {
+            Some(o) => {
+                assert_eq!(o.len(), x.len());
+                o.as_mut_ptr()
+            }
+            None => std::ptr::null_mut(),
+        };
+        // SAFETY: AVX-512 F is present; `x` and `out` hold `x.len()` values.
+        return unsafe { x86::exp_shifted(x.as_ptr(), x.len(), max, out) };
     }
     let mut sum = 0f64;
     match out {
@@ -41,6 +48,35 @@ pub fn exp_shifted(x: &[f32], max: f32, out: Option<&mut [f32]>) -> f64 {
         }
     }
     sum
+}
+
+/// [`exp_shifted`] in place: each `x[i]` becomes `exp(x[i] − max)`; returns their sum.
+pub fn exp_shifted_in_place(x: &mut [f32], max: f32) -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx512f() {
+        // SAFETY: AVX-512 F is present; each value is read before it is overwritten.
+        return unsafe { x86::exp_shifted(x.as_ptr(), x.len(), max, x.as_mut_ptr()) };
+    }
+    let mut sum = 0f64;
+    for v in x.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v as f64;
+    }
+    sum
+}
+
+/// The logistic function `σ(v) = 1 / (1 + e^(−v))` of every value, in place (SiLU is
+/// `v·σ(v)`).
+pub fn sigmoid_in_place(v: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx512f() {
+        // SAFETY: AVX-512 F is present; the slice is read and written in bounds.
+        unsafe { x86::sigmoid_in_place(v) };
+        return;
+    }
+    for x in v.iter_mut() {
+        *x = 1.0 / (1.0 + (-*x).exp());
+    }
 }
 
 /// Runs `f(row index, row, out row)` for every row, the rows shared out over candle's
@@ -72,25 +108,23 @@ pub(crate) fn par_rows<T: Copy + Default + Send + Sync>(
 pub(crate) mod x86 {
     use std::arch::x86_64::*;
 
+    /// `Σ exp(x[i] − max)` over `len` values at `x`, each term also written to `out`
+    /// unless it is null (`out` may be `x` itself).
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn exp_shifted(x: &[f32], max: f32, mut out: Option<&mut [f32]>) -> f64 {
+    pub(super) unsafe fn exp_shifted(x: *const f32, len: usize, max: f32, out: *mut f32) -> f64 {
         let vmax = _mm512_set1_ps(max);
         let mut total = 0f64;
         let mut i = 0;
-        while i < x.len() {
-            let end = (i + 1024).min(x.len());
+        while i < len {
+            let end = (i + 1024).min(len);
             let mut acc = _mm512_setzero_ps();
             while i < end {
                 let n = (end - i).min(16);
-                let mask: __mmask16 = if n == 16 {
-                    0xFFFF
-                } else {
-                    ((1u32 << n) - 1) as u16
-                };
-                let v = _mm512_maskz_loadu_ps(mask, x.as_ptr().add(i));
+                let mask = tail_mask(n);
+                let v = _mm512_maskz_loadu_ps(mask, x.add(i));
                 let e = _mm512_maskz_mov_ps(mask, exp(_mm512_sub_ps(v, vmax)));
-                if let Some(o) = out.as_deref_mut() {
-                    _mm512_mask_storeu_ps(o.as_mut_ptr().add(i), mask, e);
+                if !out.is_null() {
+                    _mm512_mask_storeu_ps(out.add(i), mask, e);
                 }
                 acc = _mm512_add_ps(acc, e);
                 i += n;
@@ -98,6 +132,31 @@ pub(crate) mod x86 {
             total += _mm512_reduce_add_ps(acc) as f64;
         }
         total
+    }
+
+    /// `σ(v) = 1 / (1 + e^(−v))` in place.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn sigmoid_in_place(v: &mut [f32]) {
+        let one = _mm512_set1_ps(1.0);
+        let mut i = 0;
+        while i < v.len() {
+            let n = (v.len() - i).min(16);
+            let mask = tail_mask(n);
+            let x = _mm512_maskz_loadu_ps(mask, v.as_ptr().add(i));
+            let e = exp(_mm512_sub_ps(_mm512_setzero_ps(), x));
+            let s = _mm512_div_ps(one, _mm512_add_ps(one, e));
+            _mm512_mask_storeu_ps(v.as_mut_ptr().add(i), mask, s);
+            i += n;
+        }
+    }
+
+    #[inline]
+    fn tail_mask(n: usize) -> __mmask16 {
+        if n >= 16 {
+            0xFFFF
+        } else {
+            ((1u32 << n) - 1) as u16
+        }
     }
 
     /// `e^x` (relative error ~1e-7; x ≤ 0 in softmax use, −∞ gives 0): `2^(x·log2 e)`
@@ -144,5 +203,24 @@ mod tests {
             );
         }
         assert_eq!(exp_shifted(&[f32::NEG_INFINITY, 0.0], 0.0, None), 1.0);
+        let mut inplace = x.clone();
+        assert_eq!(exp_shifted_in_place(&mut inplace, max), sum);
+        assert_eq!(inplace, out);
+    }
+
+    #[test]
+    fn sigmoid_matches_the_scalar_formula_including_the_tails() {
+        let x: Vec<f32> = (0..1001).map(|i| (i as f32 - 500.0) / 5.0).collect();
+        let mut s = x.clone();
+        sigmoid_in_place(&mut s);
+        for (v, got) in x.iter().zip(&s) {
+            let want = 1.0 / (1.0 + (-(*v as f64)).exp());
+            assert!(
+                (*got as f64 - want).abs() < 1e-6,
+                "σ({v}) = {got}, want {want}"
+            );
+        }
+        assert!((0.0..1e-20).contains(&s[0]), "σ(−100) = {}", s[0]);
+        assert!(s[1000] > 0.999_999);
     }
 }

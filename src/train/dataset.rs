@@ -375,9 +375,10 @@ pub struct TokenizedExample {
 }
 
 impl TokenizedExample {
-    /// Number of tokens the loss counts.
+    /// Number of tokens the loss counts: masked-in positions after the first (the
+    /// first token has nothing before it to be predicted from).
     pub fn target_tokens(&self) -> usize {
-        self.mask.iter().filter(|&&m| m == 1).count()
+        self.mask.iter().skip(1).filter(|&&m| m == 1).count()
     }
 }
 

@@ -44,6 +44,7 @@
 //! ```
 
 pub mod checkpoint;
+pub mod cpu_step;
 pub mod dataset;
 pub mod evaluate;
 pub mod export;

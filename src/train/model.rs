@@ -9,11 +9,14 @@
 //! right-padded; under the causal mask padding can only follow the real tokens, so it
 //! changes nothing they see.
 
+use super::cpu_step::Workspace;
 use super::dataset::TokenizedExample;
 use super::lora::{LoraConfig, LoraWeights, PeftLayout};
 use super::TrainError;
 use crate::llm::{AdapterId, LoraDropout, Model};
 use candle_core::{DType, Tensor, D};
+use std::collections::HashMap;
+use std::sync::Mutex;
 
 /// The name the trained adapter is attached under inside the training model.
 const ADAPTER: &str = "training";
@@ -26,6 +29,38 @@ pub struct LoraModel {
     adapter: AdapterId,
     layout: PeftLayout,
     dtype: DType,
+    /// Buffers of the hand-written CPU step, kept between steps.
+    workspace: Mutex<Workspace>,
+}
+
+/// How a training step computes its gradients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepPath {
+    /// The hand-written CPU step ([`super::cpu_step`]), where it applies.
+    Auto,
+    /// candle's autograd over the differentiable forward (the reference).
+    Autograd,
+}
+
+impl StepPath {
+    /// `KURA_TRAIN_STEP=autograd` forces the reference path (comparisons, debugging).
+    pub fn from_env() -> Self {
+        match std::env::var("KURA_TRAIN_STEP").as_deref() {
+            Ok("autograd") => Self::Autograd,
+            _ => Self::Auto,
+        }
+    }
+}
+
+/// The loss of a batch and the gradients of every trainable tensor.
+#[derive(Debug)]
+pub struct BatchGrads {
+    /// `loss_scale × Σ NLL` of the scored tokens.
+    pub loss: f64,
+    /// How many tokens were scored.
+    pub targets: usize,
+    /// One entry per [`LoraWeights::vars`], in that order (`None`: no gradient).
+    pub grads: Vec<Option<Tensor>>,
 }
 
 impl LoraModel {
@@ -45,6 +80,7 @@ impl LoraModel {
             lora,
             adapter,
             dtype,
+            workspace: Mutex::new(Workspace::default()),
         })
     }
 
@@ -80,6 +116,57 @@ impl LoraModel {
     ) -> Result<(Tensor, usize), TrainError> {
         let active: &[AdapterId] = if with_adapter { &[self.adapter] } else { &[] };
         masked_nll(&self.model, batch, active, dropout, self.dtype)
+    }
+
+    /// `loss_scale × Σ NLL` of `batch` with the adapter active, and its gradient with
+    /// respect to every adapter tensor: by the hand-written CPU step where it applies
+    /// (`path` = [`StepPath::Auto`]), else by candle's autograd.
+    pub fn loss_and_grads(
+        &self,
+        batch: &[&TokenizedExample],
+        dropout: Option<&LoraDropout>,
+        loss_scale: f64,
+        path: StepPath,
+    ) -> Result<BatchGrads, TrainError> {
+        let vars = self.lora.vars();
+        if path == StepPath::Auto {
+            let mut ws = self.workspace.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(out) = super::cpu_step::loss_and_grads(
+                &self.model,
+                self.adapter,
+                batch,
+                dropout,
+                loss_scale,
+                &mut ws,
+            ) {
+                let out = out?;
+                let mut by_id: HashMap<_, _> = out.grads.into_iter().collect();
+                return Ok(BatchGrads {
+                    loss: out.nll * loss_scale,
+                    targets: out.targets,
+                    grads: vars
+                        .iter()
+                        .map(|(_, v)| by_id.remove(&v.as_tensor().id()))
+                        .collect(),
+                });
+            }
+        }
+        let (nll, targets) = self.nll(batch, true, dropout)?;
+        let scaled = (nll * loss_scale)?;
+        let loss = scaled.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        let g = scaled.backward()?;
+        // candle leaves a variable's gradient attached to the graph of the forward
+        // pass: detach it, or every step's activations would live on in the
+        // optimizer's moments.
+        let grads = vars
+            .iter()
+            .map(|(_, v)| g.get(v.as_tensor()).map(Tensor::detach))
+            .collect();
+        Ok(BatchGrads {
+            loss,
+            targets,
+            grads,
+        })
     }
 
     /// Mean per-token loss over `examples` (no gradient), `batch_size` at a time.

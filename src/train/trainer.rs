@@ -25,7 +25,7 @@ use super::checkpoint::{self, CheckpointWriter, TrainState};
 use super::dataset::{self, Example, SplitMix64, TokenizedExample};
 use super::lora::LoraConfig;
 use super::memory::{self, MemoryEstimate, ModelShape};
-use super::model::LoraModel;
+use super::model::{LoraModel, StepPath};
 use super::optim::{clip_grad_norm, AdamW, AdamWParams, LrSchedule};
 use super::TrainError;
 use crate::llm::{ChatTemplate, GgufFile, LoraDropout, Tokenizer};
@@ -336,6 +336,7 @@ pub struct Trainer {
     orders: HashMap<u64, Vec<usize>>,
     last_eval_s: f64,
     base_eval_loss: Option<f64>,
+    step_path: StepPath,
 }
 
 impl Trainer {
@@ -442,6 +443,7 @@ impl Trainer {
             orders: HashMap::new(),
             last_eval_s: 0.0,
             base_eval_loss,
+            step_path: StepPath::from_env(),
             memory,
         })
     }
@@ -524,14 +526,7 @@ impl Trainer {
             .flatten()
             .map(|&i| self.train[i].ids.len())
             .sum();
-        let vars: Vec<candle_core::Var> = self
-            .lora
-            .lora()
-            .vars()
-            .into_iter()
-            .map(|(_, v)| v.clone())
-            .collect();
-        let mut grads: Vec<Option<Tensor>> = vec![None; vars.len()];
+        let mut grads: Vec<Option<Tensor>> = vec![None; self.lora.lora().vars().len()];
         let mut loss = 0.0f64;
         for (m, batch) in micro.iter().enumerate() {
             let refs: Vec<&TokenizedExample> = batch.iter().map(|&i| &self.train[i]).collect();
@@ -541,15 +536,15 @@ impl Trainer {
                     mix(self.state.seed, step, m as u64),
                 )
             });
-            let (nll, _) = self.lora.nll(&refs, true, dropout.as_ref())?;
-            let scaled = (nll / total_targets as f64)?;
-            loss += scaled.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-            let g = scaled.backward()?;
-            for (slot, var) in grads.iter_mut().zip(&vars) {
-                // candle leaves a variable's gradient attached to the graph of the
-                // forward pass: detach it, or every step's activations would live on
-                // in the optimizer's moments.
-                if let Some(gv) = g.get(var.as_tensor()).map(Tensor::detach) {
+            let out = self.lora.loss_and_grads(
+                &refs,
+                dropout.as_ref(),
+                1.0 / total_targets as f64,
+                self.step_path,
+            )?;
+            loss += out.loss;
+            for (slot, gv) in grads.iter_mut().zip(out.grads) {
+                if let Some(gv) = gv {
                     *slot = Some(match slot.take() {
                         Some(acc) => (acc + gv)?,
                         None => gv,
