@@ -225,6 +225,22 @@ fn the_cpu_step_matches_autograd_loss_and_gradients() {
             );
         }
     }
+    // Evaluation (forward only, base model and with the adapter) agrees too.
+    for with_adapter in [false, true] {
+        let fast = model.mean_loss(&data, with_adapter, 2).unwrap().unwrap();
+        let (mut sum, mut count) = (0.0, 0);
+        for chunk in data.chunks(2) {
+            let refs: Vec<&TokenizedExample> = chunk.iter().collect();
+            let (nll, n) = model.nll(&refs, with_adapter, None).unwrap();
+            sum += nll.to_scalar::<f32>().unwrap() as f64;
+            count += n;
+        }
+        let reference = sum / count as f64;
+        assert!(
+            (fast - reference).abs() < 1e-5 * reference,
+            "adapter {with_adapter}: mean loss {fast} vs {reference}"
+        );
+    }
 }
 
 /// The differentiable training forward computes the same function as the fused

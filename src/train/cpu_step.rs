@@ -145,10 +145,10 @@ struct LoraRef<'a> {
 }
 
 /// The tensors a projection reads, in the order [`Proj`] is built from them.
-fn proj_tensors<'m>(lin: &'m Linear, active: AdapterId) -> Option<Vec<&'m Tensor>> {
+fn proj_tensors<'m>(lin: &'m Linear, active: Option<AdapterId>) -> Option<Vec<&'m Tensor>> {
     let mut out = vec![lin.dense_weight()?];
     out.extend(lin.bias());
-    let mut adapters = lin.adapters().iter().filter(|(id, _)| *id == active);
+    let mut adapters = lin.adapters().iter().filter(|(id, _)| Some(*id) == active);
     if let Some((_, ad)) = adapters.next() {
         out.push(ad.a());
         out.push(ad.b());
@@ -158,7 +158,7 @@ fn proj_tensors<'m>(lin: &'m Linear, active: AdapterId) -> Option<Vec<&'m Tensor
 
 fn proj<'a>(
     lin: &Linear,
-    active: AdapterId,
+    active: Option<AdapterId>,
     held: &mut std::slice::Iter<'a, Held<'_>>,
 ) -> Proj<'a> {
     let mut next = || held.next().expect("tensors held in order").slice();
@@ -167,7 +167,7 @@ fn proj<'a>(
     let lora = lin
         .adapters()
         .iter()
-        .find(|(id, _)| *id == active)
+        .find(|(id, _)| Some(*id) == active)
         .map(|(_, ad)| LoraRef {
             a: next(),
             b: next(),
@@ -186,19 +186,27 @@ fn proj<'a>(
 }
 
 /// Runs the step when it applies (CPU, f32, a supported shape); `None` otherwise.
+/// `active`: the adapter trained (`None`: the base model alone); without `backward`
+/// only the loss is computed (evaluation), keeping nothing for a backward pass.
 pub fn loss_and_grads(
     model: &Model,
-    active: AdapterId,
+    active: Option<AdapterId>,
     batch: &[&TokenizedExample],
     dropout: Option<&LoraDropout>,
     loss_scale: f64,
+    backward: bool,
     ws: &mut Workspace,
 ) -> Option<candle_core::Result<StepOutput>> {
     if !model.device().is_cpu() {
         return None;
     }
     let view = model.decoder_view()?;
-    if view.lm_head.adapters().iter().any(|(id, _)| *id == active) {
+    if view
+        .lm_head
+        .adapters()
+        .iter()
+        .any(|(id, _)| Some(*id) == active)
+    {
         return None;
     }
     // Hold every tensor the step reads: embedding, then per block its norms and
@@ -232,7 +240,9 @@ pub fn loss_and_grads(
     if !shape_ok {
         return None;
     }
-    Some(run(&view, active, &held, batch, dropout, loss_scale, ws))
+    Some(run(
+        &view, active, &held, batch, dropout, loss_scale, backward, ws,
+    ))
 }
 
 /// The weights of one block as slices.
@@ -251,11 +261,12 @@ struct BlockRef<'a> {
 #[allow(clippy::too_many_arguments)]
 fn run(
     view: &DecoderView<'_>,
-    active: AdapterId,
+    active: Option<AdapterId>,
     held: &[Held<'_>],
     batch: &[&TokenizedExample],
     dropout: Option<&LoraDropout>,
     loss_scale: f64,
+    backward: bool,
     ws: &mut Workspace,
 ) -> candle_core::Result<StepOutput> {
     let th = rayon::current_num_threads().max(1);
@@ -449,13 +460,20 @@ fn run(
         &targets,
         hidden,
         vocab,
-        loss_scale as f32,
+        backward.then_some(loss_scale as f32),
         dnf,
         logits,
         row_buf,
         drows,
         th,
     );
+    if !backward {
+        return Ok(StepOutput {
+            nll,
+            targets: rows.len(),
+            grads: Vec::new(),
+        });
+    }
     let dx = sized(dx, t * hidden);
     dx.fill(0.0);
     rms_norm_backward(x, final_norm, epsf, dnf, dx, hidden);
@@ -1243,8 +1261,8 @@ fn attention_backward(
     }
 }
 
-/// The summed NLL of `targets` at `rows` of the final hidden states `nf`, and
-/// `dnf[rows] = scale·(softmax − onehot)·W` — the logits exist one chunk of rows at a
+/// The summed NLL of `targets` at `rows` of the final hidden states `nf`, and (given a
+/// `scale`) `dnf[rows] += scale·(softmax − onehot)·W` — the logits exist one chunk of rows at a
 /// time (the whole `[rows, vocab]` matrix is 311 MB for the 0.5B at seq 512).
 #[allow(clippy::too_many_arguments)]
 fn loss_head(
@@ -1254,7 +1272,7 @@ fn loss_head(
     targets: &[usize],
     hidden: usize,
     vocab: usize,
-    scale: f32,
+    scale: Option<f32>,
     dnf: &mut [f32],
     logits: &mut Vec<f32>,
     xbuf: &mut Vec<f32>,
@@ -1290,11 +1308,16 @@ fn loss_head(
                 let picked = row[tg];
                 let sum = crate::llm::simd::exp_shifted_in_place(row, max);
                 *nll = max as f64 + sum.ln() - picked as f64;
-                let k = (scale as f64 / sum) as f32;
-                row.iter_mut().for_each(|e| *e *= k);
-                row[tg] -= scale;
+                if let Some(scale) = scale {
+                    let k = (scale as f64 / sum) as f32;
+                    row.iter_mut().for_each(|e| *e *= k);
+                    row[tg] -= scale;
+                }
             });
         total += nll.iter().sum::<f64>();
+        if scale.is_none() {
+            continue;
+        }
         let dxc = sized(dxbuf, c * hidden);
         matmul(
             dxc,

@@ -133,10 +133,11 @@ impl LoraModel {
             let mut ws = self.workspace.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(out) = super::cpu_step::loss_and_grads(
                 &self.model,
-                self.adapter,
+                Some(self.adapter),
                 batch,
                 dropout,
                 loss_scale,
+                true,
                 &mut ws,
             ) {
                 let out = out?;
@@ -177,10 +178,33 @@ impl LoraModel {
         batch_size: usize,
     ) -> Result<Option<f64>, TrainError> {
         let (mut sum, mut count) = (0.0f64, 0usize);
+        let active = with_adapter.then_some(self.adapter);
         for chunk in examples.chunks(batch_size.max(1)) {
             let refs: Vec<&TokenizedExample> = chunk.iter().collect();
-            let (nll, n) = self.nll(&refs, with_adapter, None)?;
-            sum += nll.detach().to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            // The CPU step's forward keeps nothing for a backward pass; the autograd
+            // forward would keep its whole graph alive (the adapters are variables).
+            let mut ws = self.workspace.lock().unwrap_or_else(|e| e.into_inner());
+            let fast = super::cpu_step::loss_and_grads(
+                &self.model,
+                active,
+                &refs,
+                None,
+                1.0,
+                false,
+                &mut ws,
+            );
+            drop(ws);
+            let (nll, n) = match fast {
+                Some(out) => {
+                    let out = out?;
+                    (out.nll, out.targets)
+                }
+                None => {
+                    let (nll, n) = self.nll(&refs, with_adapter, None)?;
+                    (nll.detach().to_dtype(DType::F64)?.to_scalar::<f64>()?, n)
+                }
+            };
+            sum += nll;
             count += n;
         }
         Ok((count > 0).then(|| sum / count as f64))
