@@ -12,19 +12,22 @@
 //!   conversion's transient buffers), the quantized file while it is converted, the
 //!   adapters with their gradients and AdamW moments (`lora params × 16`), 256 MiB of
 //!   runtime;
-//! * **per token** of a micro-batch: the activations autograd keeps for the backward
-//!   pass, `8 × (hidden + intermediate) × 4` bytes per layer, and the logits of the
-//!   scored positions with their gradient, `3 × vocab × 4` bytes;
-//! * **per token and position**: the attention probabilities and their gradients that
-//!   the backward pass of one layer rebuilds (`fused::attention` keeps none between
-//!   layers), `4 × heads × 4` bytes for every earlier position.
+//! * **per token** of a micro-batch: what the CPU training step
+//!   ([`super::cpu_step`]) keeps for its backward pass, per layer the block's input,
+//!   both norms' outputs, the attention output and the residual between (`5 × hidden`),
+//!   `q`, `k`, `v` (`hidden + 2 × kv`), `gate` and `up` (`2 × intermediate`) and the
+//!   adapters' `x·A` (`7 × rank`), plus the dropout masks when dropout is on
+//!   (`6 × hidden + intermediate`); and once, the step's working buffers
+//!   (`2 × intermediate + 8 × hidden`). All f32.
+//! * **per thread**: two `seq × seq` score matrices of the attention backward pass;
+//! * **once**: one chunk of 128 rows of vocabulary-sized logits.
 //!
-//! The constants were fitted on Qwen2.5-0.5B, rank 16, all seven targets, measured
-//! with `kura bench train --no-reference --runs 1 --warmup 0 --steps 1 --batch B --seq L`
-//! (batch × length → peak RSS): 1 × 256 → 4.70 GB, 2 × 256 → 6.24 GB, 1 × 512 →
-//! 6.25 GB, 2 × 512 → 9.33 GB; the estimate is 3–4% above each (the RoPE op, added
-//! after, took about 0.35 GB more off the peaks). (Before the fused
-//! attention and LoRA ops of stop 14 the same jobs took 6.8–16.7 GB.)
+//! Measured on Qwen2.5-0.5B, rank 16, all seven targets, with
+//! `kura bench train --no-reference --runs 1 --warmup 0 --steps 1 --batch B --seq L`
+//! (batch × length → peak RSS): 1 × 256 → 3.66 GB, 2 × 256 → 4.06 GB, 1 × 512 →
+//! 4.06 GB, 2 × 512 → 4.86 GB, 1 × 1024 → 4.88 GB; the estimate is 3–5% above each.
+//! (With candle's autograd — stop 14, still the path on other devices — the same jobs
+//! peaked at 4.7–9.3 GB, and before the fused ops of stop 14 at 6.8–16.7 GB.)
 
 use super::lora::LoraConfig;
 use super::TrainError;
@@ -131,10 +134,14 @@ impl MemoryEstimate {
             .sum();
         let adapters = per_layer_lora * shape.layers as u64 * f * 4;
         let tokens = (batch * seq_len) as u64;
+        let (h, i, kv) = (shape.hidden, shape.intermediate, shape.projections[1].1);
+        let masks = if lora.dropout > 0.0 { 6 * h + i } else { 0 };
+        let per_layer = 6 * h + 2 * kv + 2 * i + 7 * lora.rank + masks;
+        let per_token = shape.layers * per_layer + 2 * i + 8 * h;
+        let threads = rayon::current_num_threads() as u64;
         let activations =
-            tokens * shape.layers as u64 * f * 8 * (shape.hidden + shape.intermediate) as u64
-                + tokens * f * 4 * (shape.heads * seq_len) as u64;
-        let logits = tokens * 3 * shape.vocab as u64 * f;
+            tokens * per_token as u64 * f + 2 * threads * (seq_len * seq_len) as u64 * f;
+        let logits = 128 * shape.vocab as u64 * f;
         Self {
             weights,
             adapters,
@@ -231,10 +238,11 @@ mod tests {
     fn the_estimate_covers_the_measured_peaks() {
         // (batch, length, measured peak RSS in GB) with rank 16 on all targets.
         for (batch, len, measured) in [
-            (1, 256, 4.70),
-            (2, 256, 6.24),
-            (1, 512, 6.25),
-            (2, 512, 9.33),
+            (1, 256, 3.66),
+            (2, 256, 4.06),
+            (1, 512, 4.06),
+            (2, 512, 4.86),
+            (1, 1024, 4.88),
         ] {
             let e = MemoryEstimate::of(&qwen05(), &lora16(), batch, len);
             let gb = e.total as f64 / 1e9;
