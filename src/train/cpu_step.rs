@@ -145,7 +145,7 @@ struct LoraRef<'a> {
 }
 
 /// The tensors a projection reads, in the order [`Proj`] is built from them.
-fn proj_tensors<'m>(lin: &'m Linear, active: Option<AdapterId>) -> Option<Vec<&'m Tensor>> {
+fn proj_tensors(lin: &Linear, active: Option<AdapterId>) -> Option<Vec<&Tensor>> {
     let mut out = vec![lin.dense_weight()?];
     out.extend(lin.bias());
     let mut adapters = lin.adapters().iter().filter(|(id, _)| Some(*id) == active);
@@ -1085,6 +1085,13 @@ struct SharedOut(*mut f32);
 unsafe impl Send for SharedOut {}
 unsafe impl Sync for SharedOut {}
 
+impl SharedOut {
+    /// The pointer (a method, so closures capture the whole `Send` wrapper).
+    fn at(&self, offset: usize) -> *mut f32 {
+        self.0.wrapping_add(offset)
+    }
+}
+
 /// Causal grouped-query attention of `b` sequences of `len` tokens, per (sequence,
 /// head): `att = softmax(q·kᵀ/√d + causal)·v` into the head's columns of `att`, and the
 /// rows' log-sum-exp into `lse: [b, heads, len]` for the backward pass.
@@ -1124,11 +1131,10 @@ fn attention_forward(
                 row[i + 1..].fill(0.0);
                 lse[i] = max + (sum.ln() as f32);
             }
-            let out = out;
             // SAFETY: rows s·len.. of this head's d columns belong to this task alone.
             unsafe {
                 matmul_raw(
-                    out.0.add(s * len * qd + h * d),
+                    out.at(s * len * qd + h * d),
                     qd,
                     len,
                     d,
@@ -1214,11 +1220,10 @@ fn attention_backward(
                     }
                     dp[i + 1..].fill(0.0);
                 }
-                let dq_out = dq_out;
                 // SAFETY: rows s·len.. of this head's d columns belong to this task alone.
                 unsafe {
                     matmul_raw(
-                        dq_out.0.add(s * len * qd + h * d),
+                        dq_out.at(s * len * qd + h * d),
                         qd,
                         len,
                         d,
