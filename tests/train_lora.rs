@@ -59,6 +59,35 @@ fn loss(model: &LoraModel, batch: &[&TokenizedExample]) -> f64 {
     nll.to_scalar::<f64>().unwrap() / n as f64
 }
 
+/// A LoRA model on the fixture with every `B` set to uniform values in ±`spread` (a
+/// fresh `B` is zero, which would make every gradient of `A` trivially zero), and the
+/// generator that drew them.
+fn lora_with_random_b(
+    llm: &Llm,
+    rank: usize,
+    dtype: DType,
+    seed: u64,
+    spread: f64,
+) -> (LoraModel, SplitMix64) {
+    let config = LoraConfig {
+        rank,
+        alpha: 2.0 * rank as f64,
+        dropout: 0.0,
+        targets: Target::ALL.to_vec(),
+    };
+    let model = LoraModel::new(&llm.model, &config, seed, dtype).unwrap();
+    let mut rng = SplitMix64::new(seed + 8);
+    for pair in model.lora().layers.values() {
+        let b = pair.b.as_tensor();
+        let vals: Vec<f64> = (0..b.elem_count())
+            .map(|_| (rng.next_f64() * 2.0 - 1.0) * spread)
+            .collect();
+        let vals = Tensor::from_vec(vals, b.shape(), &Device::Cpu).unwrap();
+        pair.b.set(&vals.to_dtype(dtype).unwrap()).unwrap();
+    }
+    (model, rng)
+}
+
 /// Every LoRA parameter (A and B of all seven projections in both blocks) gets the
 /// gradient that finite differences of the loss give: for each tensor, three random
 /// directions (which involve every element) and six single elements. B starts
@@ -68,23 +97,7 @@ fn loss(model: &LoraModel, batch: &[&TokenizedExample]) -> f64 {
 #[test]
 fn every_lora_parameter_gets_the_finite_difference_gradient() {
     let (_dir, _path, llm) = tiny();
-    let config = LoraConfig {
-        rank: 2,
-        alpha: 4.0,
-        dropout: 0.0,
-        targets: Target::ALL.to_vec(),
-    };
-    let model = LoraModel::new(&llm.model, &config, 3, DType::F64).unwrap();
-    let mut rng = SplitMix64::new(11);
-    for pair in model.lora().layers.values() {
-        let b = pair.b.as_tensor();
-        let vals: Vec<f64> = (0..b.elem_count())
-            .map(|_| (rng.next_f64() * 2.0 - 1.0) * 0.1)
-            .collect();
-        pair.b
-            .set(&Tensor::from_vec(vals, b.shape(), &Device::Cpu).unwrap())
-            .unwrap();
-    }
+    let (model, mut rng) = lora_with_random_b(&llm, 2, DType::F64, 3, 0.1);
     let data = tokenized(&llm, &examples()[..3]);
     // Two sequences of different lengths in one padded batch.
     let batch: Vec<&TokenizedExample> = vec![&data[0], &data[2]];
@@ -166,23 +179,7 @@ fn every_lora_parameter_gets_the_finite_difference_gradient() {
 #[test]
 fn the_cpu_step_matches_autograd_loss_and_gradients() {
     let (_dir, _path, llm) = tiny();
-    let config = LoraConfig {
-        rank: 4,
-        alpha: 8.0,
-        dropout: 0.0,
-        targets: Target::ALL.to_vec(),
-    };
-    let model = LoraModel::new(&llm.model, &config, 5, DType::F32).unwrap();
-    let mut rng = SplitMix64::new(17);
-    for pair in model.lora().layers.values() {
-        let b = pair.b.as_tensor();
-        let vals: Vec<f32> = (0..b.elem_count())
-            .map(|_| ((rng.next_f64() * 2.0 - 1.0) * 0.2) as f32)
-            .collect();
-        pair.b
-            .set(&Tensor::from_vec(vals, b.shape(), &Device::Cpu).unwrap())
-            .unwrap();
-    }
+    let (model, _) = lora_with_random_b(&llm, 4, DType::F32, 5, 0.2);
     let data = tokenized(&llm, &examples());
     let pair: Vec<&TokenizedExample> = vec![&data[1], &data[2]];
     assert_ne!(pair[0].ids.len(), pair[1].ids.len());

@@ -363,6 +363,14 @@ fn run(
     } = ws;
 
     // ---- forward ----
+    let mut cx = Ctx {
+        t,
+        th,
+        dropout,
+        gb,
+        xm,
+        grads: Vec::new(),
+    };
     let x = sized(x, t * hidden);
     for (row, &id) in x.chunks_exact_mut(hidden).zip(&ids) {
         let id = id as usize;
@@ -372,80 +380,31 @@ fn run(
         rotate(buf, len, heads, d, cos, sin, view.rotary.style(), inverse)
     };
     for (l, (blk, sv)) in blocks.iter().zip(layers.iter_mut()).enumerate() {
+        let inter = blk.gate.n_out;
         let x_in = copy_into(&mut sv.x_in, x);
         let n1 = sized(&mut sv.n1, t * hidden);
         rms_norm(x_in, blk.norm1, eps1[l], n1, hidden);
-        for (i, p, out, width) in [
-            (0, &blk.q, &mut sv.q, qd),
-            (1, &blk.k, &mut sv.k, kd),
-            (2, &blk.v, &mut sv.v, kd),
-        ] {
-            set_mask(&mut sv.masks[i], dropout, t * p.n_in);
-            let out = sized(out, t * width);
-            proj_forward(
-                p,
-                t,
-                n1,
-                mask_of(&sv.masks[i]),
-                out,
-                false,
-                &mut sv.h[i],
-                xm,
-                th,
-            );
-        }
-        rope(sized(&mut sv.q, t * qd), nh, false);
-        rope(sized(&mut sv.k, t * kd), nkv, false);
+        let [hq, hk, hv, ho, hg, hu, hd] = &mut sv.h;
+        let [mq, mk, mv, mo, mg, mu, md] = &mut sv.masks;
+        cx.forward(&blk.q, n1, mq, sized(&mut sv.q, t * qd), false, hq);
+        cx.forward(&blk.k, n1, mk, sized(&mut sv.k, t * kd), false, hk);
+        cx.forward(&blk.v, n1, mv, sized(&mut sv.v, t * kd), false, hv);
+        rope(&mut sv.q, nh, false);
+        rope(&mut sv.k, nkv, false);
         let att = sized(&mut sv.att, t * qd);
         let lse = sized(&mut sv.lse, b * nh * len);
         attention_forward(&sv.q, &sv.k, &sv.v, att, lse, b, len, nh, nkv, d);
         // x' = x + o(att): the product accumulates onto a copy of the residual.
-        set_mask(&mut sv.masks[3], dropout, t * qd);
         let x_mid = copy_into(&mut sv.x_mid, &sv.x_in);
-        proj_forward(
-            &blk.o,
-            t,
-            &sv.att,
-            mask_of(&sv.masks[3]),
-            x_mid,
-            true,
-            &mut sv.h[3],
-            xm,
-            th,
-        );
+        cx.forward(&blk.o, &sv.att, mo, x_mid, true, ho);
         let n2 = sized(&mut sv.n2, t * hidden);
         rms_norm(&sv.x_mid, blk.norm2, eps2[l], n2, hidden);
-        let inter = blk.gate.n_out;
-        for (i, p, out) in [(4, &blk.gate, &mut sv.gate), (5, &blk.up, &mut sv.up)] {
-            set_mask(&mut sv.masks[i], dropout, t * hidden);
-            let out = sized(out, t * inter);
-            proj_forward(
-                p,
-                t,
-                &sv.n2,
-                mask_of(&sv.masks[i]),
-                out,
-                false,
-                &mut sv.h[i],
-                xm,
-                th,
-            );
-        }
+        cx.forward(&blk.gate, n2, mg, sized(&mut sv.gate, t * inter), false, hg);
+        cx.forward(&blk.up, n2, mu, sized(&mut sv.up, t * inter), false, hu);
         let act = sized(act, t * inter);
         swiglu(&sv.gate, &sv.up, act, inter);
-        set_mask(&mut sv.masks[6], dropout, t * inter);
         x.copy_from_slice(&sv.x_mid);
-        proj_forward(
-            &blk.down,
-            t,
-            act,
-            mask_of(&sv.masks[6]),
-            x,
-            true,
-            &mut sv.h[6],
-            xm,
-            th,
-        );
+        cx.forward(&blk.down, act, md, x, true, hd);
     }
     let nf = sized(nf, t * hidden);
     rms_norm(x, final_norm, epsf, nf, hidden);
@@ -479,79 +438,23 @@ fn run(
     rms_norm_backward(x, final_norm, epsf, dnf, dx, hidden);
 
     // ---- backward, last block first ----
-    let mut grads: Vec<(TensorId, Vec<f32>, (usize, usize))> = Vec::new();
     for (l, (blk, sv)) in blocks.iter().zip(layers.iter_mut()).enumerate().rev() {
         let inter = blk.gate.n_out;
-        // y = x' + down(silu(gate)·up)
+        let [hq, hk, hv, ho, hg, hu, hd] = &sv.h;
+        let [mq, mk, mv, mo, mg, mu, md] = &sv.masks;
+        // y = x' + down(silu(gate)·up); `gate` and `up` become their gradients.
         let act = sized(act, t * inter);
         swiglu(&sv.gate, &sv.up, act, inter);
         let dact = sized(dact, t * inter);
-        proj_backward(
-            &blk.down,
-            t,
-            dx,
-            act,
-            mask_of(&sv.masks[6]),
-            &sv.h[6],
-            dact,
-            false,
-            &mut grads,
-            gb,
-            xm,
-            th,
-        );
-        swiglu_backward(
-            sized(&mut sv.gate, t * inter),
-            sized(&mut sv.up, t * inter),
-            dact,
-            inter,
-        );
+        cx.backward(&blk.down, dx, act, md, hd, dact, false);
+        swiglu_backward(&mut sv.gate, &mut sv.up, dact, inter);
         let dn2 = sized(dn, t * hidden);
-        proj_backward(
-            &blk.gate,
-            t,
-            &sv.gate,
-            &sv.n2,
-            mask_of(&sv.masks[4]),
-            &sv.h[4],
-            dn2,
-            false,
-            &mut grads,
-            gb,
-            xm,
-            th,
-        );
-        proj_backward(
-            &blk.up,
-            t,
-            &sv.up,
-            &sv.n2,
-            mask_of(&sv.masks[5]),
-            &sv.h[5],
-            dn2,
-            true,
-            &mut grads,
-            gb,
-            xm,
-            th,
-        );
+        cx.backward(&blk.gate, &sv.gate, &sv.n2, mg, hg, dn2, false);
+        cx.backward(&blk.up, &sv.up, &sv.n2, mu, hu, dn2, true);
         rms_norm_backward(&sv.x_mid, blk.norm2, eps2[l], dn2, dx, hidden);
         // x' = x + o(attention(q, k, v))
         let datt = sized(datt, t * qd);
-        proj_backward(
-            &blk.o,
-            t,
-            dx,
-            &sv.att,
-            mask_of(&sv.masks[3]),
-            &sv.h[3],
-            datt,
-            false,
-            &mut grads,
-            gb,
-            xm,
-            th,
-        );
+        cx.backward(&blk.o, dx, &sv.att, mo, ho, datt, false);
         let (dq, dk, dv) = (sized(dq, t * qd), sized(dk, t * kd), sized(dv, t * kd));
         attention_backward(
             &sv.q, &sv.k, &sv.v, &sv.lse, datt, dq, dk, dv, dkh, dvh, b, len, nh, nkv, d,
@@ -559,51 +462,13 @@ fn run(
         rope(dq, nh, true);
         rope(dk, nkv, true);
         let dn1 = sized(dn, t * hidden);
-        proj_backward(
-            &blk.q,
-            t,
-            dq,
-            &sv.n1,
-            mask_of(&sv.masks[0]),
-            &sv.h[0],
-            dn1,
-            false,
-            &mut grads,
-            gb,
-            xm,
-            th,
-        );
-        proj_backward(
-            &blk.k,
-            t,
-            dk,
-            &sv.n1,
-            mask_of(&sv.masks[1]),
-            &sv.h[1],
-            dn1,
-            true,
-            &mut grads,
-            gb,
-            xm,
-            th,
-        );
-        proj_backward(
-            &blk.v,
-            t,
-            dv,
-            &sv.n1,
-            mask_of(&sv.masks[2]),
-            &sv.h[2],
-            dn1,
-            true,
-            &mut grads,
-            gb,
-            xm,
-            th,
-        );
+        cx.backward(&blk.q, dq, &sv.n1, mq, hq, dn1, false);
+        cx.backward(&blk.k, dk, &sv.n1, mk, hk, dn1, true);
+        cx.backward(&blk.v, dv, &sv.n1, mv, hv, dn1, true);
         rms_norm_backward(&sv.x_in, blk.norm1, eps1[l], dn1, dx, hidden);
     }
-    let grads = grads
+    let grads = cx
+        .grads
         .into_iter()
         .map(|(id, g, shape)| Ok((id, Tensor::from_vec(g, shape, &Device::Cpu)?)))
         .collect::<candle_core::Result<Vec<_>>>()?;
@@ -612,6 +477,63 @@ fn run(
         targets: rows.len(),
         grads,
     })
+}
+
+/// What the projections of a step share: its rows, threads and dropout, two scratch
+/// buffers, and the adapter gradients collected so far.
+struct Ctx<'w> {
+    t: usize,
+    th: usize,
+    dropout: Option<&'w LoraDropout>,
+    gb: &'w mut Vec<f32>,
+    xm: &'w mut Vec<f32>,
+    grads: Vec<(TensorId, Vec<f32>, (usize, usize))>,
+}
+
+impl Ctx<'_> {
+    /// Draws the projection's dropout mask into `mask`, then [`proj_forward`].
+    fn forward(
+        &mut self,
+        p: &Proj,
+        x: &[f32],
+        mask: &mut Vec<f32>,
+        out: &mut [f32],
+        acc: bool,
+        h: &mut Vec<f32>,
+    ) {
+        set_mask(mask, self.dropout, x.len());
+        proj_forward(p, self.t, x, mask_of(mask), out, acc, h, self.xm, self.th);
+    }
+
+    /// [`proj_backward`] with the mask and `h` its forward kept.
+    #[allow(clippy::too_many_arguments)]
+    fn backward(
+        &mut self,
+        p: &Proj,
+        g: &[f32],
+        x: &[f32],
+        mask: &[f32],
+        h: &[f32],
+        dx: &mut [f32],
+        acc: bool,
+    ) {
+        let (t, th) = (self.t, self.th);
+        let m = mask_of(mask);
+        proj_backward(
+            p,
+            t,
+            g,
+            x,
+            m,
+            h,
+            dx,
+            acc,
+            &mut self.grads,
+            self.gb,
+            self.xm,
+            th,
+        );
+    }
 }
 
 /// `buf` resized to exactly `n` values (contents unspecified: every caller overwrites
