@@ -393,7 +393,19 @@ fn run(
         rope(&mut sv.k, nkv, false);
         let att = sized(&mut sv.att, t * qd);
         let lse = sized(&mut sv.lse, b * nh * len);
-        attention_forward(&sv.q, &sv.k, &sv.v, att, lse, b, len, nh, nkv, d);
+        attention_forward(
+            &sv.q,
+            &sv.k,
+            &sv.v,
+            att,
+            lse,
+            b,
+            len,
+            nh,
+            nkv,
+            d,
+            CAUSAL_BLOCK,
+        );
         // x' = x + o(att): the product accumulates onto a copy of the residual.
         let x_mid = copy_into(&mut sv.x_mid, &sv.x_in);
         cx.forward(&blk.o, &sv.att, mo, x_mid, true, ho);
@@ -457,7 +469,22 @@ fn run(
         cx.backward(&blk.o, dx, &sv.att, mo, ho, datt, false);
         let (dq, dk, dv) = (sized(dq, t * qd), sized(dk, t * kd), sized(dv, t * kd));
         attention_backward(
-            &sv.q, &sv.k, &sv.v, &sv.lse, datt, dq, dk, dv, dkh, dvh, b, len, nh, nkv, d,
+            &sv.q,
+            &sv.k,
+            &sv.v,
+            &sv.lse,
+            datt,
+            dq,
+            dk,
+            dv,
+            dkh,
+            dvh,
+            b,
+            len,
+            nh,
+            nkv,
+            d,
+            CAUSAL_BLOCK,
         );
         rope(dq, nh, true);
         rope(dk, nkv, true);
@@ -707,6 +734,13 @@ impl<'a> Mat<'a> {
             data: self.data,
             rs: self.cs,
             cs: self.rs,
+        }
+    }
+    /// The matrix from row `r` on.
+    fn skip_rows(self, r: usize) -> Self {
+        Self {
+            data: &self.data[r * self.rs..],
+            ..self
         }
     }
     fn check(&self, m: usize, n: usize) {
@@ -1014,9 +1048,15 @@ impl SharedOut {
     }
 }
 
+/// Query rows per block of the causal attention: a block's scores reach only the keys
+/// up to its last row, so the products skip (almost) the whole masked upper triangle,
+/// and the score buffers are `CAUSAL_BLOCK × seq` instead of `seq × seq`.
+pub const CAUSAL_BLOCK: usize = 64;
+
 /// Causal grouped-query attention of `b` sequences of `len` tokens, per (sequence,
-/// head): `att = softmax(q·kᵀ/√d + causal)·v` into the head's columns of `att`, and the
-/// rows' log-sum-exp into `lse: [b, heads, len]` for the backward pass.
+/// head) and block of `block` query rows: `att = softmax(q·kᵀ/√d + causal)·v` into the
+/// head's columns of `att`, and the rows' log-sum-exp into `lse: [b, heads, len]` for
+/// the backward pass.
 #[allow(clippy::too_many_arguments)]
 fn attention_forward(
     q: &[f32],
@@ -1029,6 +1069,7 @@ fn attention_forward(
     nh: usize,
     nkv: usize,
     d: usize,
+    block: usize,
 ) {
     let (qd, kd, rep) = (nh * d, nkv * d, nh / nkv);
     let scale = 1.0 / (d as f32).sqrt();
@@ -1042,38 +1083,54 @@ fn attention_forward(
             let qm = Mat::strided(&q[s * len * qd + h * d..], qd);
             let km = Mat::strided(&k[s * len * kd + g * d..], kd);
             let vm = Mat::strided(&v[s * len * kd + g * d..], kd);
-            let p = sized(scores, len * len);
-            matmul(p, len, len, len, d, qm, km.t(), false, scale, 1);
-            for (i, row) in p.chunks_exact_mut(len).enumerate() {
-                let live = &mut row[..=i];
-                let max = live.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let sum = crate::llm::simd::exp_shifted_in_place(live, max);
-                let inv = (1.0 / sum) as f32;
-                live.iter_mut().for_each(|e| *e *= inv);
-                row[i + 1..].fill(0.0);
-                lse[i] = max + (sum.ln() as f32);
-            }
-            // SAFETY: rows s·len.. of this head's d columns belong to this task alone.
-            unsafe {
-                matmul_raw(
-                    out.at(s * len * qd + h * d),
-                    qd,
+            for r0 in (0..len).step_by(block) {
+                let r1 = (r0 + block).min(len);
+                let p = sized(scores, (r1 - r0) * len);
+                matmul(
+                    p,
                     len,
+                    r1 - r0,
+                    r1,
                     d,
-                    len,
-                    Mat::rows(p, len),
-                    vm,
+                    qm.skip_rows(r0),
+                    km.t(),
                     false,
-                    1.0,
+                    scale,
                     1,
-                )
-            };
+                );
+                for (i, row) in (r0..r1).zip(p.chunks_exact_mut(len)) {
+                    let live = &mut row[..=i];
+                    let max = live.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    let sum = crate::llm::simd::exp_shifted_in_place(live, max);
+                    let inv = (1.0 / sum) as f32;
+                    live.iter_mut().for_each(|e| *e *= inv);
+                    row[i + 1..r1].fill(0.0);
+                    lse[i] = max + (sum.ln() as f32);
+                }
+                // SAFETY: rows r0..r1 of sequence s in this head's d columns belong to
+                // this task alone.
+                unsafe {
+                    matmul_raw(
+                        out.at((s * len + r0) * qd + h * d),
+                        qd,
+                        r1 - r0,
+                        d,
+                        r1,
+                        Mat::rows(p, len),
+                        vm,
+                        false,
+                        1.0,
+                        1,
+                    )
+                };
+            }
         });
 }
 
-/// The backward pass of [`attention_forward`]: with `P` recomputed from `q`, `k` and
-/// `lse`, `∂v = Pᵀ·∂a`, `∂P = ∂a·vᵀ`, `∂S = P⊙(∂P − rowsum(∂P⊙P))`, `∂q = ∂S·k/√d`,
-/// `∂k = ∂Sᵀ·q/√d`; key/value gradients of the heads sharing a group are summed.
+/// The backward pass of [`attention_forward`], block by block of query rows: with `P`
+/// recomputed from `q`, `k` and `lse`, `∂v = Pᵀ·∂a`, `∂P = ∂a·vᵀ`,
+/// `∂S = P⊙(∂P − rowsum(∂P⊙P))`, `∂q = ∂S·k/√d`, `∂k = ∂Sᵀ·q/√d`; key/value gradients of
+/// the heads sharing a group are summed.
 #[allow(clippy::too_many_arguments)]
 fn attention_backward(
     q: &[f32],
@@ -1091,6 +1148,7 @@ fn attention_backward(
     nh: usize,
     nkv: usize,
     d: usize,
+    block: usize,
 ) {
     let (qd, kd, rep) = (nh * d, nkv * d, nh / nkv);
     let scale = 1.0 / (d as f32).sqrt();
@@ -1111,64 +1169,50 @@ fn attention_backward(
                 let vm = Mat::strided(&v[s * len * kd + g * d..], kd);
                 let dym = Mat::strided(&datt[s * len * qd + h * d..], qd);
                 let lse = &lse[task * len..(task + 1) * len];
-                let p = sized(pbuf, len * len);
-                matmul(p, len, len, len, d, qm, km.t(), false, scale, 1);
-                for (i, row) in p.chunks_exact_mut(len).enumerate() {
-                    crate::llm::simd::exp_shifted_in_place(&mut row[..=i], lse[i]);
-                    row[i + 1..].fill(0.0);
-                }
-                matmul(
-                    dvh,
-                    d,
-                    len,
-                    d,
-                    len,
-                    Mat::rows(p, len).t(),
-                    dym,
-                    false,
-                    1.0,
-                    1,
-                );
-                let dp = sized(dpbuf, len * len);
-                matmul(dp, len, len, len, d, dym, vm.t(), false, 1.0, 1);
-                for (i, (dp, p)) in dp
-                    .chunks_exact_mut(len)
-                    .zip(p.chunks_exact(len))
-                    .enumerate()
-                {
-                    let dot: f32 = dp[..=i].iter().zip(&p[..=i]).map(|(a, b)| a * b).sum();
-                    for (x, pv) in dp[..=i].iter_mut().zip(&p[..=i]) {
-                        *x = pv * (*x - dot);
+                // Every block adds to the keys and values up to its last row.
+                dkh.fill(0.0);
+                dvh.fill(0.0);
+                for r0 in (0..len).step_by(block) {
+                    let r1 = (r0 + block).min(len);
+                    let m = r1 - r0;
+                    let p = sized(pbuf, m * len);
+                    matmul(p, len, m, r1, d, qm.skip_rows(r0), km.t(), false, scale, 1);
+                    for (i, row) in (r0..r1).zip(p.chunks_exact_mut(len)) {
+                        crate::llm::simd::exp_shifted_in_place(&mut row[..=i], lse[i]);
+                        row[i + 1..r1].fill(0.0);
                     }
-                    dp[i + 1..].fill(0.0);
+                    let (p, pm) = (&*p, Mat::rows(p, len));
+                    matmul(dvh, d, r1, d, m, pm.t(), dym.skip_rows(r0), true, 1.0, 1);
+                    let dp = sized(dpbuf, m * len);
+                    matmul(dp, len, m, r1, d, dym.skip_rows(r0), vm.t(), false, 1.0, 1);
+                    for (i, (dp, p)) in
+                        (r0..r1).zip(dp.chunks_exact_mut(len).zip(p.chunks_exact(len)))
+                    {
+                        let dot: f32 = dp[..=i].iter().zip(&p[..=i]).map(|(a, b)| a * b).sum();
+                        for (x, pv) in dp[..=i].iter_mut().zip(&p[..=i]) {
+                            *x = pv * (*x - dot);
+                        }
+                        dp[i + 1..r1].fill(0.0);
+                    }
+                    let dsm = Mat::rows(dp, len);
+                    // SAFETY: rows r0..r1 of sequence s in this head's d columns belong
+                    // to this task alone.
+                    unsafe {
+                        matmul_raw(
+                            dq_out.at((s * len + r0) * qd + h * d),
+                            qd,
+                            m,
+                            d,
+                            r1,
+                            dsm,
+                            km,
+                            false,
+                            scale,
+                            1,
+                        )
+                    };
+                    matmul(dkh, d, r1, d, m, dsm.t(), qm.skip_rows(r0), true, scale, 1);
                 }
-                // SAFETY: rows s·len.. of this head's d columns belong to this task alone.
-                unsafe {
-                    matmul_raw(
-                        dq_out.at(s * len * qd + h * d),
-                        qd,
-                        len,
-                        d,
-                        len,
-                        Mat::rows(dp, len),
-                        km,
-                        false,
-                        scale,
-                        1,
-                    )
-                };
-                matmul(
-                    dkh,
-                    d,
-                    len,
-                    d,
-                    len,
-                    Mat::rows(dp, len).t(),
-                    qm,
-                    false,
-                    scale,
-                    1,
-                );
             },
         );
     // Sum each group's heads into the key/value gradients.
@@ -1265,4 +1309,62 @@ fn loss_head(
         }
     }
     total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Blocked causal attention (blocks of 5 rows, a ragged last block) gives the
+    /// output, log-sum-exp and gradients of one block covering every row: a block
+    /// that reached too few keys, or left stale scores behind, would differ.
+    #[test]
+    fn blocked_causal_attention_matches_one_block() {
+        let (b, len, nh, nkv, d) = (2, 23, 4, 2, 8);
+        let mut seed = 7u64;
+        let mut rand = |n: usize| -> Vec<f32> {
+            (0..n)
+                .map(|_| {
+                    seed = seed
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    ((seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+                })
+                .collect()
+        };
+        let (q, k, v) = (
+            rand(b * len * nh * d),
+            rand(b * len * nkv * d),
+            rand(b * len * nkv * d),
+        );
+        let datt = rand(b * len * nh * d);
+        let run = |block: usize| {
+            let mut att = vec![0f32; b * len * nh * d];
+            let mut lse = vec![0f32; b * nh * len];
+            attention_forward(&q, &k, &v, &mut att, &mut lse, b, len, nh, nkv, d, block);
+            let mut dq = vec![0f32; q.len()];
+            let (mut dk, mut dv) = (vec![0f32; k.len()], vec![0f32; v.len()]);
+            let (mut dkh, mut dvh) = (Vec::new(), Vec::new());
+            attention_backward(
+                &q, &k, &v, &lse, &datt, &mut dq, &mut dk, &mut dv, &mut dkh, &mut dvh, b, len, nh,
+                nkv, d, block,
+            );
+            [att, lse, dq, dk, dv]
+        };
+        let (blocked, whole) = (run(5), run(len));
+        for (name, (x, y)) in ["att", "lse", "dq", "dk", "dv"]
+            .iter()
+            .zip(blocked.iter().zip(&whole))
+        {
+            let scale = y.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let diff = x.iter().zip(y).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(scale > 0.1, "{name} is all zero");
+            assert!(diff <= 1e-5 * scale, "{name}: {diff:e} against {scale:e}");
+        }
+        // The first position attends to itself alone: its output is its own value row.
+        assert!(whole[0][..d]
+            .iter()
+            .zip(&v[..d])
+            .all(|(a, b)| (a - b).abs() < 1e-6));
+    }
 }

@@ -19,16 +19,17 @@
 //!   adapters' `x·A` (`7 × rank`), plus the dropout masks when dropout is on
 //!   (`6 × hidden + intermediate`); and once, the step's working buffers
 //!   (`2 × intermediate + 8 × hidden`). All f32.
-//! * **per thread**: two `seq × seq` score matrices of the attention backward pass;
+//! * **per thread**: two blocks of `64 × seq` attention scores (the backward pass);
 //! * **once**: one chunk of 128 rows of vocabulary-sized logits.
 //!
 //! Measured on Qwen2.5-0.5B, rank 16, all seven targets, with
 //! `kura bench train --no-reference --runs 1 --warmup 0 --steps 1 --batch B --seq L`
 //! (batch × length → peak RSS): 1 × 256 → 3.66 GB, 2 × 256 → 4.06 GB, 1 × 512 →
-//! 4.06 GB, 2 × 512 → 4.86 GB, 1 × 1024 → 4.88 GB; the estimate is 3–5% above each.
+//! 4.06 GB, 2 × 512 → 4.86 GB, 1 × 1024 → 4.86 GB; the estimate is 3–5% above each.
 //! (With candle's autograd — stop 14, still the path on other devices — the same jobs
 //! peaked at 4.7–9.3 GB, and before the fused ops of stop 14 at 6.8–16.7 GB.)
 
+use super::cpu_step::CAUSAL_BLOCK;
 use super::lora::LoraConfig;
 use super::TrainError;
 use crate::llm::GgufFile;
@@ -140,7 +141,7 @@ impl MemoryEstimate {
         let per_token = shape.layers * per_layer + 2 * i + 8 * h;
         let threads = rayon::current_num_threads() as u64;
         let activations =
-            tokens * per_token as u64 * f + 2 * threads * (seq_len * seq_len) as u64 * f;
+            tokens * per_token as u64 * f + 2 * threads * (CAUSAL_BLOCK * seq_len) as u64 * f;
         let logits = 128 * shape.vocab as u64 * f;
         Self {
             weights,
@@ -242,7 +243,7 @@ mod tests {
             (2, 256, 4.06),
             (1, 512, 4.06),
             (2, 512, 4.86),
-            (1, 1024, 4.88),
+            (1, 1024, 4.86),
         ] {
             let e = MemoryEstimate::of(&qwen05(), &lora16(), batch, len);
             let gb = e.total as f64 / 1e9;
