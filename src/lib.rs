@@ -15,6 +15,7 @@ pub mod index;
 pub mod ingest;
 pub mod jobs;
 pub mod llm;
+pub mod matmul;
 pub mod models;
 pub mod paths;
 pub mod rag;

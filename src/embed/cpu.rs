@@ -20,7 +20,7 @@
 //! [`super::bert::BertEncoder::into_plain_cpu`]); `bert.rs` stays the reference and the
 //! CUDA path, and a test holds the two to the same embeddings.
 
-use gemm::Parallelism;
+use crate::matmul::{matmul, matmul_raw, Mat, SharedOut};
 use rayon::prelude::*;
 
 /// Rows (tokens) from which a linear layer's GEMM is split across threads.
@@ -120,36 +120,13 @@ impl DenseLinear {
         for row in y.chunks_exact_mut(n) {
             row.copy_from_slice(&self.bias);
         }
-        let parallelism = if rows >= PARALLEL_MIN_ROWS {
-            Parallelism::Rayon(rayon::current_num_threads())
+        let threads = if rows >= PARALLEL_MIN_ROWS {
+            rayon::current_num_threads()
         } else {
-            Parallelism::None
+            1
         };
-        // SAFETY: the pointers cover `rows × n`, `rows × k` and `k × n` values with the
-        // strides given (all row-major), checked above.
-        unsafe {
-            gemm::gemm(
-                rows,
-                n,
-                k,
-                y.as_mut_ptr(),
-                1,
-                n as isize,
-                true,
-                x.as_ptr(),
-                1,
-                k as isize,
-                self.weight_t.as_ptr(),
-                1,
-                n as isize,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                parallelism,
-            );
-        }
+        let (x, w) = (Mat::rows(x, k), Mat::rows(&self.weight_t, n));
+        matmul(y, n, rows, n, k, x, w, true, 1.0, threads);
     }
 
     /// Few rows: the threads split the weight panels, each streaming its share once per
@@ -166,7 +143,7 @@ impl DenseLinear {
                 xt[(b * k + kk) * TOKEN_BLOCK + t] = *v;
             }
         }
-        let out = SharedOut(y.as_mut_ptr());
+        let out = SharedOut::new(y);
         let panel_count = n.div_ceil(PANEL);
         let threads = rayon::current_num_threads().min(panel_count).max(1);
         let per_thread = panel_count.div_ceil(threads);
@@ -186,7 +163,7 @@ impl DenseLinear {
                             // SAFETY: row `first + r` < rows and column `p·PANEL + c` < n;
                             // panel p's columns belong to this thread alone.
                             unsafe {
-                                *out.ptr().add((first + r) * n + p * PANEL + c) = v + b;
+                                *out.at((first + r) * n + p * PANEL + c) = v + b;
                             }
                         }
                     }
@@ -367,21 +344,6 @@ pub(crate) struct PlainEncoder {
     pub heads: usize,
 }
 
-/// A raw pointer that may cross threads: each attention task writes its own
-/// (sequence rows × head columns) block of the context buffer, never another's.
-#[derive(Clone, Copy)]
-struct SharedOut(*mut f32);
-// SAFETY: see the type's doc: writers touch disjoint elements.
-unsafe impl Send for SharedOut {}
-unsafe impl Sync for SharedOut {}
-
-impl SharedOut {
-    /// The pointer (a method, so closures capture the whole `Send` wrapper).
-    fn ptr(self) -> *mut f32 {
-        self.0
-    }
-}
-
 impl PlainEncoder {
     /// Runs the layers over `x` (`[tokens, hidden]`, the embedded and normalised input of
     /// sequences of `lengths` packed back to back) and returns each sequence's mean-pooled,
@@ -440,63 +402,23 @@ impl PlainEncoder {
         let (h, heads) = (self.hidden, self.heads);
         let hd = h / heads;
         let scale = 1.0 / (hd as f32).sqrt();
-        let out = SharedOut(ctx.as_mut_ptr());
+        let out = SharedOut::new(ctx);
         let task = |(seq, head): (usize, usize)| {
             let (s, l) = (starts[seq], lengths[seq]);
-            let row = 3 * h as isize;
-            let q = qkv[s * 3 * h + head * hd..].as_ptr();
-            let k = qkv[s * 3 * h + h + head * hd..].as_ptr();
-            let v = qkv[s * 3 * h + 2 * h + head * hd..].as_ptr();
+            let row = 3 * h;
+            let q = Mat::strided(&qkv[s * row + head * hd..], row);
+            let k = Mat::strided(&qkv[s * row + h + head * hd..], row);
+            let v = Mat::strided(&qkv[s * row + 2 * h + head * hd..], row);
             let mut scores = vec![0f32; l * l];
-            // SAFETY: q, k, v address `l` rows of `hd` values with row stride 3·hidden
-            // inside `qkv`; `scores` is l × l; the context block (rows s..s+l, columns
-            // head·hd..+hd of `ctx`) belongs to this task alone.
+            matmul(&mut scores, l, l, l, hd, q, k.t(), false, scale, 1);
+            for r in scores.chunks_exact_mut(l) {
+                softmax_in_place(r);
+            }
+            // SAFETY: the context block (rows s..s+l, columns head·hd..+hd of `ctx`)
+            // belongs to this task alone.
             unsafe {
-                gemm::gemm(
-                    l,
-                    l,
-                    hd,
-                    scores.as_mut_ptr(),
-                    1,
-                    l as isize,
-                    false,
-                    q,
-                    1,
-                    row,
-                    k,
-                    row,
-                    1,
-                    0.0,
-                    scale,
-                    false,
-                    false,
-                    false,
-                    Parallelism::None,
-                );
-                for r in scores.chunks_exact_mut(l) {
-                    softmax_in_place(r);
-                }
-                gemm::gemm(
-                    l,
-                    hd,
-                    l,
-                    out.ptr().add(s * h + head * hd),
-                    1,
-                    h as isize,
-                    false,
-                    scores.as_ptr(),
-                    1,
-                    l as isize,
-                    v,
-                    1,
-                    row,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    Parallelism::None,
-                );
+                let dst = out.at(s * h + head * hd);
+                matmul_raw(dst, h, l, hd, l, Mat::rows(&scores, l), v, false, 1.0, 1);
             }
         };
         let tasks: Vec<(usize, usize)> = (0..lengths.len())

@@ -25,6 +25,7 @@
 //! comparisons) [`kernel_for`] says no and [`crate::llm::Linear`] uses candle's
 //! `QMatMul` as before.
 
+use crate::matmul::SharedOut;
 use candle_core::quantized::GgmlDType;
 use std::sync::OnceLock;
 
@@ -153,12 +154,12 @@ pub fn quantize_rows(x: &[f32], m: usize, k: usize) -> Vec<BlockQ8K> {
     assert_eq!(k % QK_K, 0);
     let nb = m * k / QK_K;
     let mut out = vec![BlockQ8K::ZERO; nb];
-    let ptr = SendPtr(out.as_mut_ptr());
+    let ptr = SharedOut::new(&mut out);
     let work = |range: std::ops::Range<usize>| {
         let p = &ptr;
         for b in range {
             // SAFETY: every block index is written by exactly one chunk.
-            unsafe { *p.0.add(b) = BlockQ8K::quantize(&x[b * QK_K..(b + 1) * QK_K]) };
+            unsafe { *p.at(b) = BlockQ8K::quantize(&x[b * QK_K..(b + 1) * QK_K]) };
         }
     };
     if nb >= 64 {
@@ -168,12 +169,6 @@ pub fn quantize_rows(x: &[f32], m: usize, k: usize) -> Vec<BlockQ8K> {
     }
     out
 }
-
-struct SendPtr<T>(*mut T);
-// SAFETY: used only to write disjoint elements from the pool's threads while the owner
-// waits for them (`execute_chunked` returns after every chunk is done).
-unsafe impl<T> Send for SendPtr<T> {}
-unsafe impl<T> Sync for SendPtr<T> {}
 
 /// `y[i, j] = Σ_l x[i, l] · w[j, l]`: `x` is `m × k` f32 (row-major), `w` is `n` rows of
 /// `k / 256` blocks of `kind` in the GGUF layout, `y` is `m × n`.
@@ -192,7 +187,7 @@ pub fn matmul(kind: KQuant, w: &[u8], n: usize, k: usize, x: &[f32], m: usize, y
     );
     assert_eq!(y.len(), m * n);
     let xq = quantize_rows(x, m, k);
-    let out = SendPtr(y.as_mut_ptr());
+    let out = SharedOut::new(y);
     if m >= TILE_MIN_ROWS {
         // Prefill: re-lay 16 weight rows at a time so one VNNI instruction multiplies 4
         // values of 16 rows at once (see `x86::pack_tile`), then run every activation
@@ -236,7 +231,7 @@ pub fn matmul(kind: KQuant, w: &[u8], n: usize, k: usize, x: &[f32], m: usize, y
                         for (c, v) in row[..rows].iter().enumerate() {
                             // SAFETY: columns n0..n0+rows of every row belong to this tile
                             // only; the index lies inside `y`.
-                            unsafe { *out.0.add(i * n + n0 + c) = *v };
+                            unsafe { *out.at(i * n + n0 + c) = *v };
                         }
                     }
                 }
@@ -260,7 +255,7 @@ pub fn matmul(kind: KQuant, w: &[u8], n: usize, k: usize, x: &[f32], m: usize, y
                 for (t, v) in acc[..r].iter().enumerate() {
                     // SAFETY: (i + t, j) is written by this chunk only (rows are split
                     // between chunks) and lies inside `y` (asserted above).
-                    unsafe { *out.0.add((i + t) * n + j) = *v };
+                    unsafe { *out.at((i + t) * n + j) = *v };
                 }
                 i += r;
             }

@@ -27,6 +27,7 @@
 
 use super::error::{LlmError, Result};
 use super::kquant::{self, KQuant};
+use crate::matmul::{matmul, Mat};
 use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Module, Shape, Tensor};
 use rand::rngs::StdRng;
@@ -163,7 +164,7 @@ impl candle_core::CustomOp3 for FrozenLora {
                                 ) => {
                                     let lora = Some((&h[hs..he], r, &b[bs..be]));
                                     let (x, w) = (&x[xs..xe], &w[ws..we]);
-                                    Some(CpuStorage::$v(x_wt(x, rows, k, w, n, lora, 0.0, 1.0)))
+                                    Some(CpuStorage::$v(x_wt(x, rows, k, w, n, lora)))
                                 }
                                 _ => None,
                             }
@@ -204,73 +205,46 @@ impl candle_core::CustomOp3 for FrozenLora {
 /// `rows × r` by `r × n` term (the LoRA path). Going through candle tensors here
 /// copied the input into a tensor and the result out of one — for the output
 /// projection a 311 MB copy each way per step.
-#[allow(clippy::too_many_arguments)]
-fn x_wt<T: Copy + Default + 'static>(
+fn x_wt<T: Copy + Default + From<f32> + 'static>(
     x: &[T],
     rows: usize,
     k: usize,
     w: &[T],
     n: usize,
     lora: Option<(&[T], usize, &[T])>,
-    zero: T,
-    one: T,
 ) -> Vec<T> {
     assert_eq!(x.len(), rows * k);
     assert_eq!(w.len(), n * k);
     let mut y = vec![T::default(); rows * n];
-    let par = gemm::Parallelism::Rayon(rayon::current_num_threads());
-    // SAFETY: the pointers cover `rows × n`, `rows × k` and `n × k` values with the
-    // strides given (all row-major; `w` read as its transpose), checked above.
-    unsafe {
-        gemm::gemm(
-            rows,
-            n,
-            k,
-            y.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            x.as_ptr(),
-            1,
-            k as isize,
-            w.as_ptr(),
-            k as isize,
-            1,
-            zero,
-            one,
-            false,
-            false,
-            false,
-            par,
-        );
-    }
+    let threads = rayon::current_num_threads();
+    let one = T::from(1.0);
+    matmul(
+        &mut y,
+        n,
+        rows,
+        n,
+        k,
+        Mat::rows(x, k),
+        Mat::rows(w, k).t(),
+        false,
+        one,
+        threads,
+    );
     if let Some((h, r, b)) = lora {
         assert_eq!(h.len(), rows * r);
         assert_eq!(b.len(), r * n);
-        // SAFETY: as above; `h` is `rows × r`, `b` is `r × n`, both row-major.
-        unsafe {
-            gemm::gemm(
-                rows,
-                n,
-                r,
-                y.as_mut_ptr(),
-                1,
-                n as isize,
-                true,
-                h.as_ptr(),
-                1,
-                r as isize,
-                b.as_ptr(),
-                1,
-                n as isize,
-                one,
-                one,
-                false,
-                false,
-                false,
-                par,
-            );
-        }
+        matmul(
+            &mut y,
+            n,
+            rows,
+            n,
+            r,
+            Mat::rows(h, r),
+            Mat::rows(b, n),
+            true,
+            one,
+            threads,
+        );
     }
     y
 }
@@ -318,10 +292,10 @@ impl CustomOp1 for FrozenMatmul {
         with_cpu_values(&self.w, |w, ws, we| {
             let out = match (storage, w) {
                 (CpuStorage::F32(x), CpuStorage::F32(w)) => {
-                    CpuStorage::F32(x_wt(&x[start..end], rows, k, &w[ws..we], n, None, 0.0, 1.0))
+                    CpuStorage::F32(x_wt(&x[start..end], rows, k, &w[ws..we], n, None))
                 }
                 (CpuStorage::F64(x), CpuStorage::F64(w)) => {
-                    CpuStorage::F64(x_wt(&x[start..end], rows, k, &w[ws..we], n, None, 0.0, 1.0))
+                    CpuStorage::F64(x_wt(&x[start..end], rows, k, &w[ws..we], n, None))
                 }
                 _ => candle_core::bail!("frozen matmul: f32 or f64 input and weight of one type"),
             };

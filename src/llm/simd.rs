@@ -86,18 +86,15 @@ pub(crate) fn par_rows<T: Copy + Default + Send + Sync>(
     width: usize,
     f: impl Fn(usize, &[T], &mut [T]) + Sync,
 ) -> Vec<T> {
-    struct Out<T>(*mut T);
-    // SAFETY: each row index is handled by exactly one chunk; the owner waits.
-    unsafe impl<T> Send for Out<T> {}
-    unsafe impl<T> Sync for Out<T> {}
     let mut out = vec![T::default(); x.len()];
     let rows = x.len() / width.max(1);
-    let ptr = Out(out.as_mut_ptr());
+    let ptr = crate::matmul::SharedOut::new(&mut out);
     candle_core::utils::barrier_pool().execute_chunked(rows, |range| {
         let ptr = &ptr;
         for r in range {
-            // SAFETY: rows are disjoint and inside `out`.
-            let o = unsafe { std::slice::from_raw_parts_mut(ptr.0.add(r * width), width) };
+            // SAFETY: each row index is handled by exactly one chunk, inside `out`; the
+            // owner waits.
+            let o = unsafe { std::slice::from_raw_parts_mut(ptr.at(r * width), width) };
             f(r, &x[r * width..(r + 1) * width], o);
         }
     });

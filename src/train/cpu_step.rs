@@ -32,6 +32,7 @@
 use super::dataset::TokenizedExample;
 use crate::llm::layers::{DecoderView, RopeStyle};
 use crate::llm::{AdapterId, Linear, LoraDropout, Model};
+use crate::matmul::{matmul, matmul_raw, Mat, SharedOut};
 use candle_core::{CpuStorage, DType, Device, Storage, Tensor, TensorId};
 use rayon::prelude::*;
 
@@ -296,10 +297,9 @@ fn run(
     let vocab = view.lm_head.out_dim();
     let (nh, nkv, d) = (view.num_heads, view.num_kv_heads, view.head_dim);
     let (qd, kd) = (nh * d, nkv * d);
-    let eps = |n: &crate::llm::layers::RmsNorm| n.eps();
-    let eps1: Vec<f32> = view.blocks.iter().map(|b| eps(b.attn_norm)).collect();
-    let eps2: Vec<f32> = view.blocks.iter().map(|b| eps(b.ffn_norm)).collect();
-    let epsf = eps(view.norm);
+    let eps1: Vec<f32> = view.blocks.iter().map(|b| b.attn_norm.eps()).collect();
+    let eps2: Vec<f32> = view.blocks.iter().map(|b| b.ffn_norm.eps()).collect();
+    let epsf = view.norm.eps();
 
     // The batch: right-padded sequences of `len` tokens; scored rows and targets.
     let b = batch.len();
@@ -708,134 +708,6 @@ fn rotate(
         });
 }
 
-/// A gemm operand: element `(i, j)` at `data[i·rs + j·cs]`.
-#[derive(Clone, Copy)]
-struct Mat<'a> {
-    data: &'a [f32],
-    rs: usize,
-    cs: usize,
-}
-
-impl<'a> Mat<'a> {
-    /// A row-major matrix of `cols` columns.
-    fn rows(data: &'a [f32], cols: usize) -> Self {
-        Self {
-            data,
-            rs: cols,
-            cs: 1,
-        }
-    }
-    /// Row-major with a row stride (a column block of a wider matrix).
-    fn strided(data: &'a [f32], rs: usize) -> Self {
-        Self { data, rs, cs: 1 }
-    }
-    fn t(self) -> Self {
-        Self {
-            data: self.data,
-            rs: self.cs,
-            cs: self.rs,
-        }
-    }
-    /// The matrix from row `r` on.
-    fn skip_rows(self, r: usize) -> Self {
-        Self {
-            data: &self.data[r * self.rs..],
-            ..self
-        }
-    }
-    fn check(&self, m: usize, n: usize) {
-        if m > 0 && n > 0 {
-            assert!(
-                (m - 1) * self.rs + (n - 1) * self.cs < self.data.len(),
-                "operand out of bounds"
-            );
-        }
-    }
-}
-
-/// `dst[m×n] = (acc ? dst : 0) + beta·a[m×k]·b[k×n]`, `dst` row-major with row stride
-/// `dst_rs`; `threads > 1` shares the work out over rayon.
-#[allow(clippy::too_many_arguments)]
-fn matmul(
-    dst: &mut [f32],
-    dst_rs: usize,
-    m: usize,
-    n: usize,
-    k: usize,
-    a: Mat,
-    b: Mat,
-    acc: bool,
-    beta: f32,
-    threads: usize,
-) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    assert!((m - 1) * dst_rs + n <= dst.len(), "output out of bounds");
-    // SAFETY: the output range was checked above, the operands in `matmul_raw`.
-    unsafe { matmul_raw(dst.as_mut_ptr(), dst_rs, m, n, k, a, b, acc, beta, threads) }
-}
-
-/// [`matmul`] into a raw output (column blocks of one matrix written by several
-/// threads at once).
-///
-/// # Safety
-/// `dst` must be valid for writes of `m` rows of `n` values with row stride `dst_rs`,
-/// and no other thread may touch those values meanwhile.
-#[allow(clippy::too_many_arguments)]
-unsafe fn matmul_raw(
-    dst: *mut f32,
-    dst_rs: usize,
-    m: usize,
-    n: usize,
-    k: usize,
-    a: Mat,
-    b: Mat,
-    acc: bool,
-    beta: f32,
-    threads: usize,
-) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        if !acc {
-            for i in 0..m {
-                std::ptr::write_bytes(dst.add(i * dst_rs), 0, n);
-            }
-        }
-        return;
-    }
-    a.check(m, k);
-    b.check(k, n);
-    let par = if threads > 1 {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
-    };
-    gemm::gemm(
-        m,
-        n,
-        k,
-        dst,
-        1,
-        dst_rs as isize,
-        acc,
-        a.data.as_ptr(),
-        a.cs as isize,
-        a.rs as isize,
-        b.data.as_ptr(),
-        b.cs as isize,
-        b.rs as isize,
-        1.0,
-        beta,
-        false,
-        false,
-        false,
-        par,
-    );
-}
-
 /// `x⊙m` in `buf`, or `x` itself without a mask.
 fn masked<'a>(x: &'a [f32], mask: Option<&[f32]>, buf: &'a mut Vec<f32>) -> &'a [f32] {
     match mask {
@@ -1034,20 +906,6 @@ fn proj_backward(
     grads.push((l.b_id, db, (r, no)));
 }
 
-/// A raw pointer shared by the per-head tasks, each writing its own columns.
-#[derive(Clone, Copy)]
-struct SharedOut(*mut f32);
-// SAFETY: every task writes a disjoint set of elements (its own head's columns).
-unsafe impl Send for SharedOut {}
-unsafe impl Sync for SharedOut {}
-
-impl SharedOut {
-    /// The pointer (a method, so closures capture the whole `Send` wrapper).
-    fn at(&self, offset: usize) -> *mut f32 {
-        self.0.wrapping_add(offset)
-    }
-}
-
 /// Query rows per block of the causal attention: a block's scores reach only the keys
 /// up to its last row, so the products skip (almost) the whole masked upper triangle,
 /// and the score buffers are `CAUSAL_BLOCK × seq` instead of `seq × seq`.
@@ -1074,7 +932,7 @@ fn attention_forward(
     let (qd, kd, rep) = (nh * d, nkv * d, nh / nkv);
     let scale = 1.0 / (d as f32).sqrt();
     assert_eq!(att.len(), b * len * qd);
-    let out = SharedOut(att.as_mut_ptr());
+    let out = SharedOut::new(att);
     lse.par_chunks_mut(len)
         .enumerate()
         .for_each_init(Vec::new, |scores, (task, lse)| {
@@ -1155,7 +1013,7 @@ fn attention_backward(
     let dkh = sized(dkh, b * nh * len * d);
     let dvh = sized(dvh, b * nh * len * d);
     assert_eq!(dq.len(), b * len * qd);
-    let dq_out = SharedOut(dq.as_mut_ptr());
+    let dq_out = SharedOut::new(dq);
     dkh.par_chunks_mut(len * d)
         .zip(dvh.par_chunks_mut(len * d))
         .enumerate()
