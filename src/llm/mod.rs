@@ -41,6 +41,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod blockq;
 pub mod decode_attention;
 mod device;
 mod error;
