@@ -25,7 +25,6 @@
 //! weights the engine serves, in f32/f64/bf16) and [`Linear::forward_train`] runs a
 //! plain, differentiable matmul, with the optional [`LoraDropout`] on the adapter path.
 
-use super::blockq;
 use super::error::{LlmError, Result};
 use super::kquant::{self, KQuant};
 use crate::matmul::{matmul, Mat};
@@ -374,8 +373,6 @@ pub struct Linear {
     out_dim: usize,
     /// Kura's own kernel for this weight on this CPU ([`super::kquant`]), if any.
     kquant: Option<KQuant>,
-    /// Whether prefills use [`super::blockq`] (a 32-value block type on the CPU).
-    blockq: bool,
     adapters: Vec<(AdapterId, LoraAdapter)>,
 }
 
@@ -402,13 +399,11 @@ impl Linear {
         } else {
             None
         };
-        let blockq = weight.device().is_cpu() && blockq::supports(weight.dtype(), in_dim);
         Ok(Self {
             name,
             weight: QMatMul::from_arc(weight.clone())?,
             qweight: weight,
             kquant,
-            blockq,
             bias,
             in_dim,
             out_dim,
@@ -488,7 +483,6 @@ impl Linear {
             in_dim: self.in_dim,
             out_dim: self.out_dim,
             kquant: None,
-            blockq: false,
             adapters: Vec::new(),
         })
     }
@@ -586,13 +580,12 @@ impl Linear {
         Ok(y)
     }
 
-    /// `x·Wᵀ` by Kura's K-quant kernel, or for a prefill by the 32-value block path,
-    /// when this weight has one and `x` is f32 on the CPU; `None` sends the caller to
-    /// candle's `QMatMul`.
+    /// `x·Wᵀ` by Kura's K-quant kernel, when this weight has one and `x` is f32 on the
+    /// CPU; `None` sends the caller to candle's `QMatMul`.
     fn kquant_forward(&self, x: &Tensor) -> Result<Option<Tensor>> {
-        if self.kquant.is_none() && !self.blockq {
+        let Some(kind) = self.kquant else {
             return Ok(None);
-        }
+        };
         if !x.device().is_cpu() || x.dtype() != DType::F32 {
             return Ok(None);
         }
@@ -601,10 +594,6 @@ impl Linear {
             return Ok(None); // let candle report the shape error
         }
         let rows = x.elem_count() / self.in_dim;
-        if self.kquant.is_none() && !blockq::supports_rows(self.qweight.dtype(), self.in_dim, rows)
-        {
-            return Ok(None);
-        }
         let x = x.contiguous()?;
         let (storage, layout) = x.storage_and_layout();
         let (candle_core::Storage::Cpu(CpuStorage::F32(v)), Some((start, end))) =
@@ -614,19 +603,15 @@ impl Linear {
         };
         let w = self.qweight.data()?;
         let mut y = vec![0f32; rows * self.out_dim];
-        let xs = &v[start..end];
-        match self.kquant {
-            Some(kind) => kquant::matmul(kind, &w, self.out_dim, self.in_dim, xs, rows, &mut y),
-            None => blockq::matmul(
-                self.qweight.dtype(),
-                &w,
-                self.out_dim,
-                self.in_dim,
-                xs,
-                rows,
-                &mut y,
-            ),
-        }
+        kquant::matmul(
+            kind,
+            &w,
+            self.out_dim,
+            self.in_dim,
+            &v[start..end],
+            rows,
+            &mut y,
+        );
         let mut out_dims = dims.to_vec();
         *out_dims.last_mut().expect("at least one dimension") = self.out_dim;
         Ok(Some(Tensor::from_vec(y, out_dims, x.device())?))

@@ -41,7 +41,6 @@
 //! # Ok(()) }
 //! ```
 
-pub mod blockq;
 pub mod decode_attention;
 mod device;
 mod error;
