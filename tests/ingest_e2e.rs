@@ -523,3 +523,53 @@ fn a_watched_folder_stays_in_sync_as_files_are_added_changed_and_deleted() {
         "{gone}"
     );
 }
+
+/// A disk that fills during an ingest: the run stops with one message that says
+/// where and how much is needed, everything committed before stays, and the next
+/// run (with room again) finishes the job without duplicates.
+#[test]
+fn a_full_disk_stops_the_ingest_with_where_and_how_much_and_loses_nothing() {
+    use kura::catalog::Catalog;
+    use kura::index::SearchIndex;
+    use kura::ingest::pipeline::{ingest, IngestError, IngestOptions};
+
+    let data = tempfile::tempdir().unwrap();
+    let docs = tempfile::tempdir().unwrap();
+    corpus(docs.path());
+    let model = real_models_dir().join("multilingual-e5-small-q4.e5s1");
+    let embedder = kura::embed::Embedder::load(&model, &candle_core::Device::Cpu).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = data.path().join("catalog.sqlite");
+    let paths = [docs.path().to_path_buf()];
+    let opts = IngestOptions::default();
+    let quiet = |_: kura::ingest::pipeline::Progress| {};
+    rt.block_on(async {
+        {
+            // Room for the tables and about one document: SQLite then answers as on
+            // a full disk.
+            let catalog = Catalog::open_with_page_limit(&db, Some(64)).await.unwrap();
+            let mut index = SearchIndex::open(&data.path().join("index")).unwrap();
+            let err = ingest(
+                &paths, "full", &opts, &catalog, &mut index, &embedder, &quiet,
+            )
+            .await
+            .unwrap_err();
+            let msg = err.to_string();
+            assert!(matches!(err, IngestError::DiskFull { .. }), "{err:?}");
+            assert!(msg.contains(&data.path().display().to_string()), "{msg}");
+            assert!(msg.contains("free") && msg.contains("need about"), "{msg}");
+            assert_eq!(msg.matches("disk is full").count(), 1, "said once: {msg}");
+        }
+        let catalog = Catalog::open(&db).await.unwrap();
+        let mut index = SearchIndex::open(&data.path().join("index")).unwrap();
+        let s = ingest(
+            &paths, "full", &opts, &catalog, &mut index, &embedder, &quiet,
+        )
+        .await
+        .unwrap();
+        assert!(s.failed.is_empty(), "{:?}", s.failed);
+        assert_eq!(s.added + s.updated + s.unchanged, 3, "{s:?}");
+        let summaries = catalog.summaries().await.unwrap();
+        assert_eq!(summaries[0].documents, 3, "each document once");
+    });
+}

@@ -85,7 +85,11 @@ fn documents_are_ingested_listed_reindexed_and_deleted_through_the_api() {
     let broken = inbox.path().join("broken.pdf");
     std::fs::write(&broken, b"%PDF-1.7\nthis is not really a PDF\n").unwrap();
 
-    let mut server = Server::start_in(data, CHAT, &[]);
+    let mut server = Server::start_in(
+        data,
+        CHAT,
+        &["--source-root", inbox.path().to_str().unwrap()],
+    );
 
     // Models: from models.toml, with hashes and licences.
     let (status, m) = server.get("/api/models");
@@ -117,10 +121,20 @@ fn documents_are_ingested_listed_reindexed_and_deleted_through_the_api() {
         .as_str()
         .unwrap()
         .contains("relative/dir"));
+    // Outside the source root: refused without saying whether it exists.
     let (status, v) = server.request(
         "POST",
         "/api/ingest",
         Some(&json!({"collection": "inbox", "paths": ["/no/such/folder"]})),
+    );
+    assert_eq!(status, 403, "{v}");
+    assert_eq!(v["error"]["code"], "outside_source_roots", "{v}");
+    // Inside it, a missing file is named as missing.
+    let missing = inbox.path().join("ない.md");
+    let (status, v) = server.request(
+        "POST",
+        "/api/ingest",
+        Some(&json!({"collection": "inbox", "paths": [missing]})),
     );
     assert_eq!(status, 400, "{v}");
     assert!(v["error"]["message"]

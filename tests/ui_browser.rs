@@ -121,10 +121,20 @@ fn the_web_ui_answers_with_citations_switches_language_and_ingests() {
 
     // With an access token, as on a LAN: the browser must show it (cookie) on every call.
     let token = kura::server::auth::random_token();
+    // The documents, the JSONL and the fixture model the UI names all lie in the
+    // data folder: the server's source root here.
+    let root = data_dir.to_str().unwrap().to_owned();
     let server = Server::start_in(
         data,
         "qwen2.5-coder-1.5b-instruct",
-        &["--ui-dir", dist.to_str().unwrap(), "--token", &token],
+        &[
+            "--ui-dir",
+            dist.to_str().unwrap(),
+            "--token",
+            &token,
+            "--source-root",
+            &root,
+        ],
     );
     let url = format!("http://{}", server.addr);
     let runner = Runner(

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use kura::ingest::roots::SourceRoots;
 use kura::llm::DeviceChoice;
 use kura::paths::Paths;
 use kura::server::{self, auth, ModelChoice, ServerOptions, ServerState};
@@ -61,6 +62,20 @@ pub fn ui_dir(resources: Option<&Path>) -> Option<PathBuf> {
         .or_else(server::ui::default_dir)
 }
 
+/// The folders the desktop app may ingest from: `KURA_SOURCE_ROOTS` (`:`-separated),
+/// else the user's home folder — the window is the user's own, and the folder
+/// chooser opens there.
+pub fn source_roots() -> Result<SourceRoots> {
+    let dirs: Vec<PathBuf> = match std::env::var_os("KURA_SOURCE_ROOTS") {
+        Some(v) if !v.is_empty() => std::env::split_paths(&v).collect(),
+        _ => std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .into_iter()
+            .collect(),
+    };
+    SourceRoots::new(&dirs).context("KURA_SOURCE_ROOTS")
+}
+
 impl Engine {
     /// Loads the models and the library, starts the server on a free loopback port
     /// and records where it is. Runs on `runtime`; returns once the server listens.
@@ -71,6 +86,7 @@ impl Engine {
         let options = ServerOptions {
             ui_dir,
             api_token: Some(token.clone()),
+            source_roots: source_roots()?,
             ..ServerOptions::default()
         };
         let state = runtime.block_on(ServerState::open(paths, &model_choice(), options))?;

@@ -52,6 +52,27 @@ pub enum CatalogError {
     NoCollection(String),
 }
 
+impl CatalogError {
+    /// Whether SQLite stopped because its disk (or its size limit) is full.
+    pub fn is_disk_full(&self) -> bool {
+        let e = match self {
+            CatalogError::Query(e) | CatalogError::Open { source: e, .. } => e,
+            CatalogError::Migrate(sqlx::migrate::MigrateError::Execute(e)) => e,
+            _ => return false,
+        };
+        match e {
+            // SQLITE_FULL (13), also as an extended code.
+            sqlx::Error::Database(db) => {
+                db.code()
+                    .is_some_and(|c| c.parse::<i32>().is_ok_and(|n| n & 0xff == 13))
+                    || db.message().contains("disk is full")
+            }
+            sqlx::Error::Io(io) => io.raw_os_error() == Some(libc::ENOSPC),
+            _ => false,
+        }
+    }
+}
+
 /// A named set of documents; the unit of access control.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Collection {
@@ -187,6 +208,7 @@ pub struct LogEntry {
 #[derive(Debug, Clone)]
 pub struct Catalog {
     pool: SqlitePool,
+    path: PathBuf,
 }
 
 fn now() -> i64 {
@@ -212,6 +234,16 @@ pub fn decode_vector(bytes: &[u8]) -> Vec<f32> {
 impl Catalog {
     /// Opens (creating if needed) the catalog file and applies migrations.
     pub async fn open(path: &Path) -> Result<Self, CatalogError> {
+        Self::open_with_page_limit(path, None).await
+    }
+
+    /// [`Catalog::open`] with the file capped at `max_pages` SQLite pages (4 KiB
+    /// each): past it SQLite answers exactly as on a full disk, which is how a full
+    /// disk is tested without filling one.
+    pub async fn open_with_page_limit(
+        path: &Path,
+        max_pages: Option<u64>,
+    ) -> Result<Self, CatalogError> {
         if let Some(dir) = path.parent() {
             let _ = std::fs::create_dir_all(dir);
         }
@@ -225,6 +257,10 @@ impl Catalog {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(std::time::Duration::from_secs(30));
+        let opts = match max_pages {
+            Some(n) => opts.pragma("max_page_count", n.to_string()),
+            None => opts,
+        };
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(opts)
@@ -234,7 +270,15 @@ impl Catalog {
                 source,
             })?;
         sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Catalog { pool })
+        Ok(Catalog {
+            pool,
+            path: path.to_owned(),
+        })
+    }
+
+    /// The SQLite file.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// The collection of this name, created if it does not exist.
@@ -247,6 +291,34 @@ impl Catalog {
         self.find_collection(name)
             .await?
             .ok_or_else(|| CatalogError::NoCollection(name.to_owned()))
+    }
+
+    /// Records `path` (symlinks resolved) as a folder the administrator ingested into
+    /// a collection at the shell: see [`crate::ingest::roots`].
+    pub async fn add_source_root(
+        &self,
+        collection_id: i64,
+        path: &str,
+    ) -> Result<(), CatalogError> {
+        sqlx::query(
+            "INSERT OR IGNORE INTO source_roots (collection_id, path, added_at) VALUES (?, ?, ?)",
+        )
+        .bind(collection_id)
+        .bind(path)
+        .bind(now())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The folders recorded by [`Catalog::add_source_root`] for a collection.
+    pub async fn source_roots(&self, collection_id: i64) -> Result<Vec<String>, CatalogError> {
+        let rows =
+            sqlx::query("SELECT path FROM source_roots WHERE collection_id = ? ORDER BY path")
+                .bind(collection_id)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.into_iter().map(|r| r.get(0)).collect())
     }
 
     /// The collection of this name, if it exists.

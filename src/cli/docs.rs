@@ -31,6 +31,9 @@ pub struct IngestArgs {
     /// Largest file accepted, in megabytes.
     #[arg(long, default_value_t = 200)]
     pub max_file_mb: u64,
+    /// Most passages one file may give; a file over it is reported and skipped.
+    #[arg(long, default_value_t = crate::ingest::pipeline::DEFAULT_MAX_CHUNKS_PER_FILE)]
+    pub max_chunks_per_file: usize,
     /// Chunk size in embedding-model tokens.
     #[arg(long, default_value_t = 256)]
     pub chunk_tokens: usize,
@@ -162,7 +165,15 @@ pub(super) fn ingest_cmd(args: IngestArgs, paths: &Paths, json_out: bool) -> Res
         let mut index = SearchIndex::open(&paths.index_dir())?;
         let mut opts = IngestOptions::default();
         opts.limits.max_file_bytes = args.max_file_mb * 1024 * 1024;
+        opts.max_chunks_per_file = args.max_chunks_per_file;
         opts.chunking = ChunkParams { max_tokens: args.chunk_tokens, overlap_tokens: args.overlap_tokens };
+        // What the administrator ingests here, a server may show pages of.
+        let coll = catalog.collection(&args.collection).await?;
+        for p in &args.paths {
+            if let Ok(real) = p.canonicalize() {
+                catalog.add_source_root(coll.id, &real.to_string_lossy()).await?;
+            }
+        }
         let mut seen = watch_fingerprint(&args.paths);
         let summary = ingest_pass(&args, &opts, &catalog, &mut index, &embedder, json_out).await?;
         // Exit non-zero only when nothing could be done: every file failed and the
@@ -204,8 +215,9 @@ pub(super) fn ingest_cmd(args: IngestArgs, paths: &Paths, json_out: bool) -> Res
 fn watch_fingerprint(
     paths: &[PathBuf],
 ) -> Result<Vec<(PathBuf, u64, Option<std::time::SystemTime>)>, String> {
-    let files = crate::ingest::pipeline::walk(paths).map_err(|e| e.to_string())?;
-    Ok(files
+    let walked = crate::ingest::pipeline::walk(paths, None).map_err(|e| e.to_string())?;
+    Ok(walked
+        .files
         .into_iter()
         .map(|f| {
             let meta = std::fs::metadata(&f).ok();
@@ -247,6 +259,10 @@ async fn ingest_pass(
             ));
             pb.inc(1);
         }
+        Progress::Embedding { path, done, total } => pb.set_message(format!(
+            "{}: {done}/{total} passages embedded",
+            path.file_name().unwrap_or_default().to_string_lossy()
+        )),
     };
     let summary = ingest(
         &args.paths,
@@ -262,7 +278,8 @@ async fn ingest_pass(
     if json_out {
         print_json(&json!({
             "added": summary.added, "updated": summary.updated, "unchanged": summary.unchanged,
-            "removed": summary.removed, "failed": summary.failed, "problem_pages": summary.problem_pages,
+            "removed": summary.removed, "failed": summary.failed, "skipped": summary.skipped,
+            "problem_pages": summary.problem_pages,
             "pages": summary.pages, "chunks": summary.chunks, "seconds": summary.seconds,
         }));
     } else {
@@ -273,6 +290,13 @@ async fn ingest_pass(
         );
         for f in &summary.failed {
             println!("  FAILED  {}: {}", f.path, f.reason);
+        }
+        if !summary.skipped.is_empty() {
+            println!(
+                "  {} file(s) of other types skipped (e.g. {}) / 対象外の形式のファイルを飛ばしました",
+                summary.skipped.len(),
+                summary.skipped[0]
+            );
         }
         for p in &summary.problem_pages {
             println!(
@@ -626,12 +650,10 @@ pub(super) async fn index_eval_folder(
     embedder: &Embedder,
     pb: &ProgressBar,
 ) -> Result<i64> {
-    let progress = |p: Progress| {
-        if let Progress::Found(n) = p {
-            pb.set_length(n as u64)
-        } else {
-            pb.inc(1)
-        }
+    let progress = |p: Progress| match p {
+        Progress::Found(n) => pb.set_length(n as u64),
+        Progress::File { .. } => pb.inc(1),
+        Progress::Embedding { .. } => {}
     };
     let opts = IngestOptions {
         chunking,

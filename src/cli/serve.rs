@@ -9,6 +9,7 @@ use clap::Args;
 use serde_json::json;
 
 use super::print_json;
+use crate::ingest::roots::SourceRoots;
 use crate::llm::DeviceChoice;
 use crate::paths::Paths;
 use crate::server::{self, ModelChoice, ServerOptions, ServerState};
@@ -61,6 +62,30 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     pub token: Option<String>,
+    /// A folder clients may have the server ingest documents from (repeatable;
+    /// `KURA_SOURCE_ROOTS` takes a `:`-separated list). Default: none — the API
+    /// reads only the folders `kura ingest` added to a collection.
+    #[arg(
+        long = "source-root",
+        value_name = "DIR",
+        env = "KURA_SOURCE_ROOTS",
+        value_delimiter = ':'
+    )]
+    pub source_roots: Vec<std::path::PathBuf>,
+    /// A LAN name of this server that requests may be addressed to (repeatable);
+    /// IP addresses, `localhost` and the machine's host name always are.
+    #[arg(long = "allowed-host", value_name = "NAME")]
+    pub allowed_hosts: Vec<String>,
+    /// Another web origin (`http://host:port`) whose pages may send requests that
+    /// change something (repeatable); the server's own pages always may.
+    #[arg(long = "allowed-origin", value_name = "ORIGIN")]
+    pub allowed_origins: Vec<String>,
+    /// Largest file an ingest started through the API reads, in megabytes.
+    #[arg(long, default_value_t = 200)]
+    pub max_file_mb: u64,
+    /// Most passages one file may give in an ingest started through the API.
+    #[arg(long, default_value_t = crate::ingest::pipeline::DEFAULT_MAX_CHUNKS_PER_FILE)]
+    pub max_chunks_per_file: usize,
 }
 
 pub(super) fn serve_cmd(args: ServeArgs, paths: &Paths, json_out: bool) -> Result<ExitCode> {
@@ -85,6 +110,11 @@ pub(super) fn serve_cmd(args: ServeArgs, paths: &Paths, json_out: bool) -> Resul
         context_length: args.context_length,
         ui_dir: args.ui_dir.clone().or_else(server::ui::default_dir),
         api_token: args.token.clone(),
+        source_roots: SourceRoots::new(&args.source_roots).context("--source-root")?,
+        allowed_hosts: args.allowed_hosts.clone(),
+        allowed_origins: args.allowed_origins.clone(),
+        max_file_bytes: args.max_file_mb * 1024 * 1024,
+        max_chunks_per_file: args.max_chunks_per_file,
         ..ServerOptions::default()
     };
     let state = runtime.block_on(ServerState::open(paths, &choice, options))?;
@@ -115,6 +145,8 @@ pub(super) fn serve_cmd(args: ServeArgs, paths: &Paths, json_out: bool) -> Resul
                 "  models: {}; OpenAI base_url: http://{local}/v1 — Ctrl-C to stop",
                 names.join(", ")
             );
+            let roots = options_roots(&args.source_roots);
+            println!("  source roots: {roots}");
             if args.token.is_some() {
                 println!("  web UI: http://{local}/?token=TOKEN (once per browser; the API needs `Authorization: Bearer TOKEN`)");
             } else {
@@ -138,4 +170,18 @@ pub(super) fn serve_cmd(args: ServeArgs, paths: &Paths, json_out: bool) -> Resul
         eprintln!("kura serve: stopped");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The source roots as printed at start-up.
+fn options_roots(roots: &[std::path::PathBuf]) -> String {
+    if roots.is_empty() {
+        "none (the API ingests only folders `kura ingest` added; add --source-root DIR) / なし"
+            .into()
+    } else {
+        roots
+            .iter()
+            .map(|r| r.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }

@@ -31,6 +31,7 @@ pub mod extract;
 pub mod normalize;
 pub mod pipeline;
 pub mod quality;
+pub mod roots;
 
 pub use extract::{
     extract, extract_bytes, extract_format, ExtractError, ExtractedDocument, Format, Limits, Page,

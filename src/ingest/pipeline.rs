@@ -21,6 +21,7 @@ use serde::Serialize;
 use super::chunk::{chunk_page, ChunkParams};
 use super::extract::{extract, Limits};
 use super::quality::PageQuality;
+use super::roots::SourceRoots;
 use crate::catalog::{Catalog, CatalogError, NewChunk, NewDocument, PageRecord};
 use crate::embed::Embedder;
 use crate::index::{IndexError, SearchIndex};
@@ -30,6 +31,11 @@ use crate::models::sha256_file;
 pub const KNOWN_EXTENSIONS: &[&str] = &[
     "pdf", "docx", "xlsx", "pptx", "html", "htm", "md", "markdown", "txt", "text", "csv",
 ];
+
+/// The default of [`IngestOptions::max_chunks_per_file`]: about 1,600 pages of
+/// dense text at the default chunk size, above any manual, and about 8 minutes of
+/// embedding on two CPU cores. A 200,000-row sheet (≈ 13,000 chunks) is over it.
+pub const DEFAULT_MAX_CHUNKS_PER_FILE: usize = 5_000;
 
 /// What can stop a whole run (a single bad file never does).
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +52,53 @@ pub enum IngestError {
     /// A path given on the command line does not exist.
     #[error("{0} does not exist / パスが存在しません")]
     NoSuchPath(PathBuf),
+    /// The disk that holds the data folder is full. What was committed stays; the
+    /// document being written when it filled is written again on the next run.
+    #[error(
+        "the disk is full: the file system holding {data_dir} has {free} free; {needed}. Free \
+         space there (or move the data folder with --data-dir / KURA_HOME) and run the ingest \
+         again: nothing indexed so far is lost / ディスクの空き容量が不足しています。空きを作ってから再実行してください(登録済みの文書は失われません)"
+    )]
+    DiskFull {
+        /// The data folder (catalog and indexes).
+        data_dir: PathBuf,
+        /// Free space there, for a person ("12 MB").
+        free: String,
+        /// What the rest of the run needs, for a person.
+        needed: String,
+    },
+}
+
+impl IngestError {
+    /// Whether the catalog or an index stopped on a full disk.
+    pub fn is_disk_full(&self) -> bool {
+        let io_full = |e: &std::io::Error| e.raw_os_error() == Some(libc::ENOSPC);
+        match self {
+            IngestError::Catalog(e) | IngestError::Index(IndexError::Catalog(e)) => {
+                e.is_disk_full()
+            }
+            IngestError::Index(IndexError::Io { source, .. }) => io_full(source),
+            IngestError::Index(IndexError::Bm25(m) | IndexError::Vector(m)) => {
+                m.contains("No space left on device")
+            }
+            IngestError::DiskFull { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+/// Free bytes on the file system holding `dir` (`None` if it cannot be asked).
+fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a NUL-terminated path and a zeroed struct statvfs fills in.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    (rc == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+fn megabytes(n: u64) -> String {
+    format!("{:.0} MB", n as f64 / 1e6)
 }
 
 /// Options of a run.
@@ -57,6 +110,12 @@ pub struct IngestOptions {
     pub chunking: ChunkParams,
     /// Passages embedded per batch.
     pub embed_batch: usize,
+    /// The most chunks one file may give; a file over it is reported and skipped
+    /// (a 200,000-row sheet would otherwise embed for half an hour).
+    pub max_chunks_per_file: usize,
+    /// `Some`: read only inside these folders, links out of them not followed (a
+    /// server's ingest). `None`: the paths the administrator gave at the shell.
+    pub roots: Option<SourceRoots>,
 }
 
 impl Default for IngestOptions {
@@ -65,6 +124,8 @@ impl Default for IngestOptions {
             limits: Limits::default(),
             chunking: ChunkParams::default(),
             embed_batch: 16,
+            max_chunks_per_file: DEFAULT_MAX_CHUNKS_PER_FILE,
+            roots: None,
         }
     }
 }
@@ -102,8 +163,10 @@ pub struct IngestSummary {
     pub unchanged: usize,
     /// Documents whose files are gone.
     pub removed: usize,
-    /// Files that could not be read.
+    /// Files that could not be read (and folders that could not be walked).
     pub failed: Vec<Failure>,
+    /// Files in the walked folders that are not a document type Kura reads.
+    pub skipped: Vec<String>,
     /// Pages skipped for quality.
     pub problem_pages: Vec<ProblemPage>,
     /// Pages extracted.
@@ -128,6 +191,16 @@ pub enum Progress<'a> {
         /// Pages extracted from it.
         pages: usize,
     },
+    /// Passages of the file being read embedded so far (at most twice a second, and
+    /// when all are), so a big file shows progress too.
+    Embedding {
+        /// The file.
+        path: &'a Path,
+        /// Passages embedded.
+        done: usize,
+        /// Passages in the file.
+        total: usize,
+    },
 }
 
 /// The search index as a run sees it: something to bring up to date with the
@@ -149,28 +222,107 @@ impl IndexSync for SearchIndex {
     }
 }
 
-/// Lists the files under the given paths (folders recursively, hidden entries skipped).
-pub fn walk(paths: &[PathBuf]) -> Result<Vec<PathBuf>, IngestError> {
-    let mut out = Vec::new();
+/// What a walk found: the files to try, and what it could not or would not enter.
+#[derive(Debug, Clone, Default)]
+pub struct Walk {
+    /// Candidate files, symlinks resolved, sorted, each once.
+    pub files: Vec<PathBuf>,
+    /// Folders that could not be read, folder loops (each reported once, by the path
+    /// that leads back), links out of the source roots.
+    pub problems: Vec<Failure>,
+    /// Files inside the walked folders that are not a document type Kura reads.
+    pub skipped: Vec<PathBuf>,
+}
+
+/// Lists the files under the given paths: folders recursively, hidden entries
+/// skipped, symlinks followed. A folder is entered once however many links lead to
+/// it (by device and inode), so a link such as `up -> ..` is reported as a loop
+/// instead of indexing the same files again and again. With `roots`, a link that
+/// leads out of them is reported and not followed.
+pub fn walk(paths: &[PathBuf], roots: Option<&SourceRoots>) -> Result<Walk, IngestError> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Walk::default();
+    let mut entered: HashSet<(u64, u64)> = HashSet::new();
+    let outside = |p: &Path| roots.is_some_and(|r| !r.contains_real(p));
     for p in paths {
         if !p.exists() {
             return Err(IngestError::NoSuchPath(p.clone()));
         }
         let p = p.canonicalize().unwrap_or_else(|_| p.clone());
+        if outside(&p) {
+            out.problems.push(Failure {
+                path: p.to_string_lossy().into_owned(),
+                reason: "outside the source roots of this server / ソースルートの外です".into(),
+            });
+            continue;
+        }
         if p.is_file() {
-            out.push(p);
+            out.files.push(p);
             continue;
         }
         let mut stack = vec![p];
         while let Some(dir) = stack.pop() {
-            let Ok(entries) = std::fs::read_dir(&dir) else {
+            let meta = match std::fs::metadata(&dir) {
+                Ok(m) => m,
+                Err(e) => {
+                    out.problems.push(Failure {
+                        path: dir.to_string_lossy().into_owned(),
+                        reason: format!("cannot read this folder: {e} / フォルダを読めません"),
+                    });
+                    continue;
+                }
+            };
+            if !entered.insert((meta.dev(), meta.ino())) {
+                let target = dir.canonicalize().unwrap_or_else(|_| dir.clone());
+                out.problems.push(Failure {
+                    path: dir.to_string_lossy().into_owned(),
+                    reason: format!(
+                        "folder loop: this link leads back to {}, which is already walked; \
+                         skipped / フォルダのループ(既に読んだフォルダへのリンク)のため飛ばしました",
+                        target.display()
+                    ),
+                });
                 continue;
+            }
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) => {
+                    out.problems.push(Failure {
+                        path: dir.to_string_lossy().into_owned(),
+                        reason: format!("cannot read this folder: {e} / フォルダを読めません"),
+                    });
+                    continue;
+                }
             };
             for entry in entries.flatten() {
                 let path = entry.path();
                 let hidden = entry.file_name().to_string_lossy().starts_with('.');
                 if hidden {
                     continue;
+                }
+                let is_link = entry.file_type().is_ok_and(|t| t.is_symlink());
+                if is_link {
+                    match path.canonicalize() {
+                        Ok(real) if outside(&real) => {
+                            out.problems.push(Failure {
+                                path: path.to_string_lossy().into_owned(),
+                                reason: format!(
+                                    "a link to {}, outside the source roots; not followed / \
+                                     ソースルート外へのリンクのため読みません",
+                                    real.display()
+                                ),
+                            });
+                            continue;
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            out.problems.push(Failure {
+                                path: path.to_string_lossy().into_owned(),
+                                reason: format!("a broken link ({e}) / リンク先がありません"),
+                            });
+                            continue;
+                        }
+                    }
                 }
                 if path.is_dir() {
                     stack.push(path);
@@ -179,13 +331,18 @@ pub fn walk(paths: &[PathBuf]) -> Result<Vec<PathBuf>, IngestError> {
                     .and_then(|e| e.to_str())
                     .is_some_and(|e| KNOWN_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
                 {
-                    out.push(path);
+                    // A file reached through links is indexed under its real path, once.
+                    out.files.push(path.canonicalize().unwrap_or(path));
+                } else {
+                    out.skipped.push(path);
                 }
             }
         }
     }
-    out.sort();
-    out.dedup();
+    out.files.sort();
+    out.files.dedup();
+    out.skipped.sort();
+    out.skipped.dedup();
     Ok(out)
 }
 
@@ -205,7 +362,8 @@ fn passage_text(heading: Option<&str>, text: &str) -> String {
     }
 }
 
-/// Runs one ingest of `paths` into `collection`.
+/// Runs one ingest of `paths` into `collection`. A full disk stops it with
+/// [`IngestError::DiskFull`], which says where and how much the rest needs.
 pub async fn ingest(
     paths: &[PathBuf],
     collection: &str,
@@ -215,13 +373,60 @@ pub async fn ingest(
     embedder: &Embedder,
     progress: &dyn Fn(Progress),
 ) -> Result<IngestSummary, IngestError> {
+    let left = std::sync::atomic::AtomicU64::new(0);
+    let result = ingest_run(
+        paths, collection, opts, catalog, index, embedder, progress, &left,
+    )
+    .await;
+    match result {
+        Err(e) if e.is_disk_full() && !matches!(e, IngestError::DiskFull { .. }) => {
+            let data_dir = catalog
+                .path()
+                .parent()
+                .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+            let free = free_bytes(&data_dir).map_or_else(|| "little or no space".into(), megabytes);
+            // Catalog rows, both indexes and their merges: about 3× the text of the
+            // files still to read, which is at most their size; 200 MB at the least.
+            let needed = format!(
+                "the files still to index ({}) need about {} more",
+                megabytes(left.load(std::sync::atomic::Ordering::Relaxed)),
+                megabytes((left.load(std::sync::atomic::Ordering::Relaxed) * 3).max(200_000_000))
+            );
+            Err(IngestError::DiskFull {
+                data_dir,
+                free,
+                needed,
+            })
+        }
+        other => other,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn ingest_run(
+    paths: &[PathBuf],
+    collection: &str,
+    opts: &IngestOptions,
+    catalog: &Catalog,
+    index: &mut impl IndexSync,
+    embedder: &Embedder,
+    progress: &dyn Fn(Progress),
+    bytes_left: &std::sync::atomic::AtomicU64,
+) -> Result<IngestSummary, IngestError> {
     let started = Instant::now();
     let mut summary = IngestSummary::default();
     // Catch up with anything a killed run left in the catalog but not the indexes.
     index.sync_from(catalog).await?;
     let coll = catalog.collection(collection).await?;
     let run = catalog.start_run(coll.id).await?;
-    let files = walk(paths)?;
+    let walked = walk(paths, opts.roots.as_ref())?;
+    let files = walked.files;
+    summary.failed.extend(walked.problems);
+    summary.skipped = walked
+        .skipped
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
     progress(Progress::Found(files.len()));
     let known = catalog.documents(coll.id).await?;
     let seen: HashSet<String> = files
@@ -230,7 +435,15 @@ pub async fn ingest(
         .collect();
     let mut last_sync = Instant::now();
 
-    for path in &files {
+    let sizes: Vec<u64> = files
+        .iter()
+        .map(|f| std::fs::metadata(f).map_or(0, |m| m.len()))
+        .collect();
+    for (i, path) in files.iter().enumerate() {
+        bytes_left.store(
+            sizes[i..].iter().sum(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let path_str = path.to_string_lossy().into_owned();
         let meta = match std::fs::metadata(path) {
             Ok(m) => m,
@@ -303,7 +516,11 @@ pub async fn ingest(
 
         let mut pages = Vec::with_capacity(doc.pages.len());
         let mut chunks = Vec::new();
+        let max_chunks = opts.max_chunks_per_file.max(1);
         for page in &doc.pages {
+            if chunks.len() > max_chunks {
+                break;
+            }
             let (quality, reason) = match &page.quality {
                 PageQuality::Ok => ("ok", None),
                 PageQuality::Empty => (
@@ -349,6 +566,28 @@ pub async fn ingest(
                 });
             }
         }
+        if chunks.len() > max_chunks {
+            let reason = format!(
+                "too big to index: more than {max_chunks} passages (raise --max-chunks-per-file \
+                 to index it, or split the file) / 大きすぎるため取り込みません(パッセージ数が上限 {max_chunks} を超えています)"
+            );
+            catalog
+                .record_failure(coll.id, &path_str, &hash, size, mtime, &reason)
+                .await?;
+            summary.failed.push(Failure {
+                path: path_str,
+                reason,
+            });
+            progress(Progress::File {
+                path,
+                outcome: "failed",
+                pages: 0,
+            });
+            continue;
+        }
+        let total = chunks.len();
+        let mut embedded = 0;
+        let mut last_report = Instant::now();
         for batch in chunks.chunks_mut(opts.embed_batch.max(1)) {
             let texts: Vec<String> = batch
                 .iter()
@@ -360,6 +599,15 @@ pub async fn ingest(
                 .map_err(|e| IngestError::Embed(e.to_string()))?;
             for (c, v) in batch.iter_mut().zip(vectors) {
                 c.embedding = v;
+            }
+            embedded += batch.len();
+            if last_report.elapsed().as_millis() >= 500 || embedded == total {
+                progress(Progress::Embedding {
+                    path,
+                    done: embedded,
+                    total,
+                });
+                last_report = Instant::now();
             }
         }
         let new_doc = NewDocument {

@@ -115,6 +115,17 @@ impl Gen {
 
 /// Writes the tiny Qwen2 model to `path`; the weights depend only on `seed`.
 pub fn write_tiny_qwen2_gguf(path: impl AsRef<Path>, seed: u64) -> Result<()> {
+    write_tiny_qwen2_gguf_with_context(path, seed, TINY_CONTEXT)
+}
+
+/// The tiny model with a longer context: a prompt of tens of thousands of tokens
+/// takes it seconds to prefill (attention grows with the square of the length), each
+/// prefill chunk a fraction of that — what tests of a cancelled prefill need.
+pub fn write_tiny_qwen2_gguf_with_context(
+    path: impl AsRef<Path>,
+    seed: u64,
+    context: usize,
+) -> Result<()> {
     let (h, heads, kv_heads, ffn, layers) = (TINY_HIDDEN, 4usize, 2usize, 128usize, 2usize);
     let kv = kv_heads * h / heads;
     let vocab = tiny_vocab();
@@ -159,7 +170,7 @@ pub fn write_tiny_qwen2_gguf(path: impl AsRef<Path>, seed: u64) -> Result<()> {
             MetadataValue::String("kura tiny qwen2 (random weights)".into()),
         ),
         ("qwen2.block_count".into(), u(layers)),
-        ("qwen2.context_length".into(), u(TINY_CONTEXT)),
+        ("qwen2.context_length".into(), u(context)),
         ("qwen2.embedding_length".into(), u(h)),
         ("qwen2.feed_forward_length".into(), u(ffn)),
         ("qwen2.attention.head_count".into(), u(heads)),

@@ -185,7 +185,13 @@ pub fn generate(
     out.cached_prompt_tokens = common;
 
     let t0 = Instant::now();
-    let mut logits = model.forward_to_vec(&prompt[common..], session)?;
+    // The prompt is fed chunk by chunk; a cancel between two chunks ends it there.
+    let Some(prefilled) = model.forward_unless(&prompt[common..], session, &cancelled)? else {
+        out.prefill = t0.elapsed();
+        out.finish_reason = FinishReason::Cancelled;
+        return Ok(out);
+    };
+    let mut logits = super::layers::logits_to_vec(&prefilled)?;
     out.prefill = t0.elapsed();
     let t1 = Instant::now();
 

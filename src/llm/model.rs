@@ -261,6 +261,20 @@ impl Model {
     /// [`prefill_chunk`] tokens; only the last position goes through the output
     /// projection.
     pub fn forward(&self, tokens: &[u32], session: &mut Session) -> Result<Tensor> {
+        let logits = self.forward_unless(tokens, session, &|| false)?;
+        Ok(logits.expect("never stopped"))
+    }
+
+    /// [`Model::forward`] that asks `stop` before each chunk of [`prefill_chunk`]
+    /// tokens and returns `None` as soon as it says yes: a long prompt is given up
+    /// within one chunk when its client has gone. The chunks already run stay in
+    /// the session (a valid prefix of the prompt).
+    pub fn forward_unless(
+        &self,
+        tokens: &[u32],
+        session: &mut Session,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<Option<Tensor>> {
         self.check_session(session)?;
         if tokens.is_empty() {
             return Err(LlmError::EmptyPrompt);
@@ -281,6 +295,9 @@ impl Model {
         }
         let mut logits = None;
         for chunk in tokens.chunks(prefill_chunk(self.device())) {
+            if stop() {
+                return Ok(None);
+            }
             let start = session.len();
             let adapters = session.adapters.clone();
             let out = match &self.arch {
@@ -301,7 +318,7 @@ impl Model {
             }
         }
         let logits = logits.expect("at least one chunk");
-        Ok(logits.flatten_all()?)
+        Ok(Some(logits.flatten_all()?))
     }
 
     /// Like [`Model::forward`] but returns the logits as a vector.

@@ -176,6 +176,28 @@ impl futures_core::Stream for AskStream {
     }
 }
 
+/// The most sources an answer may be given (`top_k`).
+pub const MAX_TOP_K: usize = 20;
+/// The longest answer that may be asked for (`max_tokens`).
+pub const MAX_ANSWER_TOKENS: usize = 2048;
+
+/// `value` (or `default`), refused with a 400 that says the range unless in `1..=max`.
+fn in_range(
+    value: Option<usize>,
+    default: usize,
+    max: usize,
+    field: &str,
+) -> Result<usize, ApiError> {
+    match value {
+        None => Ok(default),
+        Some(v) if (1..=max).contains(&v) => Ok(v),
+        Some(v) => Err(ApiError::bad_request(
+            format!("`{field}` must be between 1 and {max}, not {v} / {field} は 1〜{max} で指定してください"),
+            Some(field),
+        )),
+    }
+}
+
 /// `POST /api/ask`
 pub async fn ask(State(state): State<Arc<ServerState>>, body: Bytes) -> Result<Response, ApiError> {
     let body: AskBody = parse_json(&body)?;
@@ -186,6 +208,17 @@ pub async fn ask(State(state): State<Arc<ServerState>>, body: Bytes) -> Result<R
             Some("question"),
         ));
     }
+    let defaults = AskOptions::default();
+    let opts = AskOptions {
+        top_k: in_range(body.top_k, defaults.top_k, MAX_TOP_K, "top_k")?,
+        max_tokens: in_range(
+            body.max_tokens,
+            defaults.max_tokens,
+            MAX_ANSWER_TOKENS,
+            "max_tokens",
+        )?,
+        ..defaults
+    };
     let lib = library(&state)?;
     let collections = lib.readable_collections(&body.collections).await?;
     if collections.is_empty() {
@@ -197,15 +230,6 @@ pub async fn ask(State(state): State<Arc<ServerState>>, body: Bytes) -> Result<R
     }
     let route = state.models.resolve_chat(body.model.as_deref())?;
     state.scheduler.check_open()?;
-    let defaults = AskOptions::default();
-    let opts = AskOptions {
-        top_k: body.top_k.unwrap_or(defaults.top_k).clamp(1, 20),
-        max_tokens: body
-            .max_tokens
-            .unwrap_or(defaults.max_tokens)
-            .clamp(1, 2048),
-        ..defaults
-    };
     let history: Vec<Turn> = body
         .history
         .into_iter()
@@ -351,6 +375,24 @@ pub async fn chunk_page(
                 "no chunk {id} (the document may have been re-indexed) / チャンク{id}はありません"
             ))
         })?;
+    // Only documents inside the source roots are shown: a file read any other way
+    // (a catalog from before the roots, a path planted in the database) never is.
+    let roots = lib
+        .source_roots(&state.options.source_roots, Some(chunk.collection_id))
+        .await?;
+    if !roots.contains_real(std::path::Path::new(&chunk.path)) {
+        return Err(ApiError {
+            status: axum::http::StatusCode::FORBIDDEN,
+            ..ApiError::bad_request(
+                format!(
+                    "chunk {id} is from a document outside the source roots of this server / \
+                     このチャンクの文書はソースルートの外にあるため表示できません"
+                ),
+                None,
+            )
+        }
+        .with_code("outside_source_roots"));
+    }
     let on_page = lib
         .catalog
         .chunks_on_page(chunk.document_id, chunk.page)

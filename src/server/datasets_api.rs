@@ -107,8 +107,20 @@ async fn import(
     State(state): State<Arc<ServerState>>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let body: ImportBody = parse_json(&body)?;
+    let mut body: ImportBody = parse_json(&body)?;
     checked_name(&body.name)?;
+    // A file on the server: only inside its source roots (crate::ingest::roots).
+    let roots = &state.options.source_roots;
+    let resolve = |p: &str| {
+        roots
+            .resolve(std::path::Path::new(p))
+            .map(|r| r.to_string_lossy().into_owned())
+            .map_err(super::library_api::root_error)
+    };
+    body.path = resolve(&body.path)?;
+    if let Some(e) = &body.eval {
+        body.eval = Some(resolve(e)?);
+    }
     let store = store(&state)?;
     let info = tokio::task::spawn_blocking(move || match &body.eval {
         Some(e) => store.import_with_eval(body.path.as_ref(), e.as_ref(), &body.name),

@@ -134,9 +134,12 @@ async fn submit(State(state): State<Arc<ServerState>>, body: Bytes) -> Result<Re
             )
         })?,
     };
-    let job: TrainJob = toml::from_str(&req.job).map_err(|e| {
+    let mut job: TrainJob = toml::from_str(&req.job).map_err(|e| {
         ApiError::bad_request(format!("job.toml: {e} / ジョブ設定が不正です"), Some("job"))
     })?;
+    // `model` and `dataset` may name files on the server: only inside its source roots.
+    job.model = server_file(&state, &job.model)?;
+    job.dataset = server_file(&state, &job.dataset)?;
     let paths = Paths {
         data_dir: state
             .library
@@ -155,6 +158,31 @@ async fn submit(State(state): State<Arc<ServerState>>, body: Bytes) -> Result<Re
         .await
         .map_err(job_error)?;
     Ok((StatusCode::CREATED, Json(json!({ "job": queued }))).into_response())
+}
+
+/// A job's `model` or `dataset`: a name (registry model, imported dataset) as it is;
+/// an absolute path only inside the server's source roots ([`crate::ingest::roots`]);
+/// a relative path (which would be read from the server's working folder) refused.
+fn server_file(state: &ServerState, value: &str) -> Result<String, ApiError> {
+    let path = std::path::Path::new(value);
+    if path.is_absolute() {
+        return state
+            .options
+            .source_roots
+            .resolve(path)
+            .map(|p| p.to_string_lossy().into_owned())
+            .map_err(super::library_api::root_error);
+    }
+    if value.contains('/') || value.contains('\\') || value.starts_with('.') {
+        return Err(ApiError::bad_request(
+            format!(
+                "`{value}`: give a model or dataset name, or a full path inside the server's \
+                 source roots / 名前、またはソースルート内の絶対パスを指定してください"
+            ),
+            Some("job"),
+        ));
+    }
+    Ok(value.to_owned())
 }
 
 /// [`crate::train::prepare_run`], with its errors as 400s.

@@ -19,6 +19,7 @@ use super::loaded::EmbeddingModel;
 use crate::catalog::{Catalog, CatalogError};
 use crate::embed::Embedder;
 use crate::index::{IndexError, SearchIndex};
+use crate::ingest::roots::SourceRoots;
 use crate::paths::Paths;
 
 /// Why the library could not be opened.
@@ -96,6 +97,24 @@ impl Library {
     /// make the index unusable: its state is on disk and consistent per commit.
     pub fn read_index(&self) -> RwLockReadGuard<'_, SearchIndex> {
         self.index.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The folders a client may have this server read for collection
+    /// `collection_id` (`None`: a collection not created yet): the server's own
+    /// `--source-root` folders and those `kura ingest` recorded for it
+    /// ([`crate::ingest::roots`]).
+    pub async fn source_roots(
+        &self,
+        server: &SourceRoots,
+        collection_id: Option<i64>,
+    ) -> Result<SourceRoots, ApiError> {
+        let mut roots = server.clone();
+        if let Some(id) = collection_id {
+            for p in self.catalog.source_roots(id).await.map_err(internal)? {
+                roots.add_resolved(std::path::Path::new(&p));
+            }
+        }
+        Ok(roots)
     }
 
     /// The ids of the collections named (all collections when `names` is empty).

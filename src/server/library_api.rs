@@ -16,7 +16,10 @@
 //!
 //! The paths are paths **on the server** — the workstation that holds the
 //! documents (a shared drive mounted there, a folder copied onto it); nothing is
-//! uploaded. A job runs the same incremental pipeline as `kura ingest`
+//! uploaded. Only paths inside the server's source roots are read
+//! ([`crate::ingest::roots`]): its `--source-root` folders and the folders
+//! `kura ingest` recorded for the collection; anything else is a 403 that does not
+//! say whether the path exists. A job runs the same incremental pipeline as `kura ingest`
 //! ([`crate::ingest::pipeline`]) on its own thread, on the shared catalog and
 //! search index of [`Library`]; the index's write lock is taken only while the
 //! pipeline syncs new chunks into it, so answers go on during an ingest. Jobs run
@@ -27,6 +30,7 @@
 //!
 //! ```text
 //! event: start  {"collection","files":[path,...]}      (the files found, in processing order)
+//! event: embedding {"path","done","total"}             (passages of the file being read, at most twice a second)
 //! event: file   {"path","outcome","pages"}             (outcome: added|updated|unchanged|failed)
 //! event: done   {"summary":{"added","updated","unchanged","removed","failed":[{"path","reason"}],"problem_pages":[...],"pages","chunks","seconds"}}
 //! event: error  {"error":{"message","type"}}           (instead of done, when the run could not go on)
@@ -58,6 +62,7 @@ use crate::catalog::feedback::Feedback;
 use crate::catalog::Catalog;
 use crate::index::IndexError;
 use crate::ingest::pipeline::{self, IndexSync, IngestOptions, IngestSummary, Progress};
+use crate::ingest::roots::{RootError, SourceRoots};
 use crate::models::Registry;
 
 /// The routes of this module.
@@ -240,6 +245,8 @@ struct JobInner {
     events: Vec<JobEvent>,
     summary: Option<IngestSummary>,
     error: Option<String>,
+    /// The file being embedded: `{"path","done","total"}` passages.
+    current: Option<Value>,
 }
 
 impl IngestJob {
@@ -268,6 +275,7 @@ impl IngestJob {
             "state": inner.state,
             "files": inner.files,
             "done_files": inner.done_files,
+            "current": inner.current,
             "summary": inner.summary,
             "error": inner.error,
         })
@@ -310,6 +318,7 @@ impl IngestJobs {
                 events: Vec::new(),
                 summary: None,
                 error: None,
+                current: None,
             }),
             changed: watch::Sender::new(0),
         });
@@ -356,28 +365,20 @@ async fn start_ingest(
             Some("paths"),
         ));
     }
-    for p in &paths {
-        if !p.is_absolute() {
-            return Err(ApiError::bad_request(
-                format!(
-                    "{}: give the full path on the server, starting with / / サーバー上の絶対パスを指定してください",
-                    p.display()
-                ),
-                Some("paths"),
-            ));
-        }
-        if !p.exists() {
-            return Err(ApiError::bad_request(
-                format!(
-                    "{} does not exist on the server / サーバー上にこのパスはありません",
-                    p.display()
-                ),
-                Some("paths"),
-            ));
-        }
-    }
     let lib = library(&state)?;
-    let job = spawn_job(&state, lib, &collection, paths, Vec::new())?;
+    let existing = lib
+        .catalog
+        .find_collection(&collection)
+        .await
+        .map_err(internal)?;
+    let roots = lib
+        .source_roots(&state.options.source_roots, existing.map(|c| c.id))
+        .await?;
+    let paths = paths
+        .iter()
+        .map(|p| roots.resolve(p).map_err(root_error))
+        .collect::<Result<Vec<_>, _>>()?;
+    let job = spawn_job(&state, lib, &collection, paths, Vec::new(), roots)?;
     Ok(accepted(&job))
 }
 
@@ -399,8 +400,24 @@ async fn reindex(
         .partition(|d| std::path::Path::new(&d.path).exists());
     let paths = present.iter().map(|d| PathBuf::from(&d.path)).collect();
     let gone = gone.into_iter().map(|d| d.id).collect();
-    let job = spawn_job(&state, lib, &coll.name, paths, gone)?;
+    let roots = lib
+        .source_roots(&state.options.source_roots, Some(coll.id))
+        .await?;
+    let job = spawn_job(&state, lib, &coll.name, paths, gone, roots)?;
     Ok(accepted(&job))
+}
+
+/// A path a client may not have read: 403 when outside the roots (whether it exists
+/// or not), 400 otherwise.
+pub(crate) fn root_error(e: RootError) -> ApiError {
+    match e {
+        RootError::Outside(_) => ApiError {
+            status: StatusCode::FORBIDDEN,
+            ..ApiError::bad_request(e.to_string(), Some("paths"))
+        }
+        .with_code("outside_source_roots"),
+        other => ApiError::bad_request(other.to_string(), Some("paths")),
+    }
 }
 
 fn accepted(job: &IngestJob) -> Response {
@@ -421,12 +438,23 @@ fn spawn_job(
     collection: &str,
     paths: Vec<PathBuf>,
     remove_first: Vec<i64>,
+    roots: SourceRoots,
 ) -> Result<Arc<IngestJob>, ApiError> {
-    let files = pipeline::walk(&paths)
+    let files = pipeline::walk(&paths, Some(&roots))
         .map_err(|e| ApiError::bad_request(e.to_string(), Some("paths")))?
+        .files
         .into_iter()
         .map(|p| p.to_string_lossy().into_owned())
         .collect();
+    let opts = IngestOptions {
+        roots: Some(roots),
+        max_chunks_per_file: state.options.max_chunks_per_file,
+        limits: crate::ingest::Limits {
+            max_file_bytes: state.options.max_file_bytes,
+            ..Default::default()
+        },
+        ..IngestOptions::default()
+    };
     let job = state.ingest_jobs.add(collection, files);
     let running = state.ingest_jobs.running.clone();
     let runtime = tokio::runtime::Handle::current();
@@ -437,7 +465,7 @@ fn spawn_job(
             let _turn = running.lock().unwrap_or_else(|e| e.into_inner());
             worker.lock().state = JobState::Running;
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                runtime.block_on(run_job(&lib, &worker, &paths, &remove_first))
+                runtime.block_on(run_job(&lib, &worker, &paths, &remove_first, &opts))
             }))
             .unwrap_or_else(|_| Err("the ingest crashed (see the server log)".to_owned()));
             let mut inner = worker.lock();
@@ -479,6 +507,7 @@ async fn run_job(
     job: &IngestJob,
     paths: &[PathBuf],
     remove_first: &[i64],
+    opts: &IngestOptions,
 ) -> Result<IngestSummary, String> {
     for id in remove_first {
         lib.catalog
@@ -486,24 +515,30 @@ async fn run_job(
             .await
             .map_err(|e| e.to_string())?;
     }
-    let progress = |p: Progress| {
-        if let Progress::File {
+    let progress = |p: Progress| match p {
+        Progress::File {
             path,
             outcome,
             pages,
-        } = p
-        {
+        } => {
+            job.lock().current = None;
             job.push(
                 "file",
                 json!({"path": path.to_string_lossy(), "outcome": outcome, "pages": pages}),
             );
         }
+        Progress::Embedding { path, done, total } => {
+            let data = json!({"path": path.to_string_lossy(), "done": done, "total": total});
+            job.lock().current = Some(data.clone());
+            job.push("embedding", data);
+        }
+        Progress::Found(_) => {}
     };
     let mut index = SharedIndex(lib.clone());
     let mut summary = pipeline::ingest(
         paths,
         &job.collection,
-        &IngestOptions::default(),
+        opts,
         &lib.catalog,
         &mut index,
         &lib.embedder,

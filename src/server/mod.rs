@@ -77,6 +77,7 @@ pub mod ask;
 pub mod auth;
 pub mod datasets_api;
 pub mod error;
+pub mod guard;
 pub mod jobs_api;
 pub mod library;
 pub mod library_api;
@@ -101,6 +102,7 @@ pub use library::{Library, LibraryError};
 pub use loaded::{ChatModel, ChatRoute, EmbeddingModel, LoadError, LoadedModels, ServedAdapter};
 pub use queue::{QueueStats, Scheduler};
 
+use crate::ingest::roots::SourceRoots;
 use crate::llm::{DeviceChoice, Llm, LlmError};
 use crate::models::{ModelError, Registry};
 use crate::paths::Paths;
@@ -129,6 +131,19 @@ pub struct ServerOptions {
     /// The access token `/api` and `/v1` require ([`auth`]); `None`: open to all
     /// who can connect (fine on loopback).
     pub api_token: Option<String>,
+    /// The folders clients may have the server read documents from
+    /// ([`crate::ingest::roots`]); empty: none, beyond what `kura ingest` recorded.
+    pub source_roots: SourceRoots,
+    /// Host names (beyond this machine's own names and any IP address) that requests
+    /// may be addressed to: the LAN names of the server ([`guard`]).
+    pub allowed_hosts: Vec<String>,
+    /// Origins (`http://host:port`) of other web pages that may send requests that
+    /// change something, beside the server's own ([`guard`]).
+    pub allowed_origins: Vec<String>,
+    /// Largest file an ingest started through the API reads, in bytes.
+    pub max_file_bytes: u64,
+    /// Most passages one file may give in an ingest started through the API.
+    pub max_chunks_per_file: usize,
 }
 
 impl Default for ServerOptions {
@@ -142,6 +157,11 @@ impl Default for ServerOptions {
             models_dir: None,
             adapters_dir: None,
             api_token: None,
+            source_roots: SourceRoots::default(),
+            allowed_hosts: Vec::new(),
+            allowed_origins: Vec::new(),
+            max_file_bytes: crate::ingest::Limits::default().max_file_bytes,
+            max_chunks_per_file: crate::ingest::pipeline::DEFAULT_MAX_CHUNKS_PER_FILE,
         }
     }
 }
@@ -295,8 +315,19 @@ pub fn router(state: Arc<ServerState>) -> Router {
             state.clone(),
             auth::require_token,
         ))
+        // Outermost: a request from another site or to a foreign name is refused
+        // before the token is even looked at.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            guard::same_site_only,
+        ))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
+
+/// The largest request body, in bytes (a JSON body is never near it; a bigger one
+/// gets an OpenAI-shaped 413).
+pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
 
 /// Unknown API paths are a JSON 404; every other path belongs to the web UI.
 async fn not_found(

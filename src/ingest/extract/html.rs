@@ -380,6 +380,28 @@ mod tests {
     }
 
     #[test]
+    fn latin1_pages_are_read_with_or_without_their_meta_charset() {
+        let page = "<html><head><meta charset=\"iso-8859-1\"><title>Politique de congés</title></head>\
+                    <body><p>Les congés payés se demandent trois jours ouvrés à l'avance.</p></body></html>";
+        let (bytes, _, _) = encoding_rs::WINDOWS_1252.encode(page);
+        let ctx = Ctx::new(&Limits::default());
+        let declared = extract(&bytes, &ctx).unwrap();
+        assert!(
+            declared.pages[0].1.contains("congés payés"),
+            "{:?}",
+            declared.pages
+        );
+        let bare = page.replace("<meta charset=\"iso-8859-1\">", "");
+        let (bytes, _, _) = encoding_rs::WINDOWS_1252.encode(&bare);
+        let detected = extract(&bytes, &ctx).unwrap();
+        assert!(
+            detected.pages[0].1.contains("jours ouvrés"),
+            "{:?}",
+            detected.pages
+        );
+    }
+
+    #[test]
     fn whitespace_collapses_except_in_pre() {
         assert_eq!(text("<p>a\n   b</p><pre>x  y\nz</pre>"), "a b\nx  y\nz\n");
     }

@@ -6,10 +6,13 @@
 //! is never assumed: a BOM decides if present; otherwise every candidate decoder is run
 //! *strictly* (any malformed sequence disqualifies it) and the survivors are scored by how
 //! plausible the decoded text is as Japanese/English prose (kana, kanji, ASCII, punctuation
-//! versus control characters, half-width katakana salad, unexpected scripts). Bytes that no
-//! decoder turns into plausible text are refused as binary.
+//! versus control characters, half-width katakana salad, unexpected scripts). Western
+//! files in Latin-1/Windows-1252 (English or European pages from overseas offices) are the
+//! last candidate, slightly handicapped, since every byte decodes in it: it wins only when
+//! no Japanese or Unicode decoding survives. Bytes that no decoder turns into plausible
+//! text are refused as binary.
 
-use encoding_rs::{Encoding, EUC_JP, SHIFT_JIS, UTF_16BE, UTF_16LE, UTF_8};
+use encoding_rs::{Encoding, EUC_JP, SHIFT_JIS, UTF_16BE, UTF_16LE, UTF_8, WINDOWS_1252};
 
 use super::{Ctx, Fail, RawDocument};
 
@@ -30,6 +33,8 @@ fn extractor_name(encoding: &'static Encoding) -> &'static str {
         "text/utf-16le"
     } else if encoding == UTF_16BE {
         "text/utf-16be"
+    } else if encoding == WINDOWS_1252 {
+        "text/windows-1252"
     } else {
         "text"
     }
@@ -68,7 +73,7 @@ pub(crate) fn decode_declared(
 fn guess(bytes: &[u8]) -> Result<(String, &'static Encoding), Fail> {
     let zeros = bytes.iter().filter(|&&b| b == 0).count();
     let mut best: Option<(f64, String, &'static Encoding)> = None;
-    for encoding in [UTF_8, SHIFT_JIS, EUC_JP, UTF_16LE, UTF_16BE] {
+    for encoding in [UTF_8, SHIFT_JIS, EUC_JP, UTF_16LE, UTF_16BE, WINDOWS_1252] {
         let is_utf16 = encoding == UTF_16LE || encoding == UTF_16BE;
         if is_utf16 && !bytes.len().is_multiple_of(2) {
             continue;
@@ -81,6 +86,10 @@ fn guess(bytes: &[u8]) -> Result<(String, &'static Encoding), Fail> {
             // Strictly valid UTF-8 with non-ASCII content is very unlikely by accident.
             score += 0.05;
         }
+        if encoding == WINDOWS_1252 {
+            // Any byte decodes in it: only a fallback when nothing stricter fits.
+            score -= 0.05;
+        }
         if is_utf16 && zeros == 0 && !text.chars().any(|c| c == '\n') {
             // UTF-16 text without a single newline or ASCII char is suspicious.
             score -= 0.05;
@@ -92,7 +101,8 @@ fn guess(bytes: &[u8]) -> Result<(String, &'static Encoding), Fail> {
     match best {
         Some((score, text, encoding)) if score >= 0.85 => Ok((text, encoding)),
         _ => Err(Fail::Binary(
-            "no text encoding (UTF-8, UTF-16, Shift_JIS, EUC-JP) decodes it as text".into(),
+            "no text encoding (UTF-8, UTF-16, Shift_JIS, EUC-JP, Windows-1252) decodes it as text"
+                .into(),
         )),
     }
 }
@@ -189,6 +199,18 @@ mod tests {
     fn short_shift_jis_is_not_mistaken_for_utf8() {
         let (bytes, _, _) = SHIFT_JIS.encode("規程");
         assert_eq!(decode(&bytes).unwrap().0, "規程");
+    }
+
+    #[test]
+    fn latin1_is_read_as_western_text_and_japanese_still_wins_where_it_decodes() {
+        let (latin1, _, _) = WINDOWS_1252.encode("Café crème, résumé — naïve façade. Größe: 5 €\n");
+        let (text, enc) = decode(&latin1).unwrap();
+        assert_eq!(enc, WINDOWS_1252);
+        assert_eq!(text, "Café crème, résumé — naïve façade. Größe: 5 €\n");
+        let (sjis, _, _) = SHIFT_JIS.encode("年次有給休暇は3営業日前までに申請する。\n");
+        assert_eq!(decode(&sjis).unwrap().1, SHIFT_JIS);
+        let (euc, _, _) = EUC_JP.encode("就業規則 第21条(年次有給休暇)\n");
+        assert_eq!(decode(&euc).unwrap().1, EUC_JP);
     }
 
     #[test]
