@@ -547,7 +547,7 @@ fn a_full_disk_stops_the_ingest_with_where_and_how_much_and_loses_nothing() {
         {
             // Room for the tables and about one document: SQLite then answers as on
             // a full disk.
-            let catalog = Catalog::open_with_page_limit(&db, Some(64)).await.unwrap();
+            let catalog = Catalog::open_with_page_limit(&db, Some(36)).await.unwrap();
             let mut index = SearchIndex::open(&data.path().join("index")).unwrap();
             let err = ingest(
                 &paths, "full", &opts, &catalog, &mut index, &embedder, &quiet,
@@ -555,6 +555,7 @@ fn a_full_disk_stops_the_ingest_with_where_and_how_much_and_loses_nothing() {
             .await
             .unwrap_err();
             let msg = err.to_string();
+            eprintln!("{msg}");
             assert!(matches!(err, IngestError::DiskFull { .. }), "{err:?}");
             assert!(msg.contains(&data.path().display().to_string()), "{msg}");
             assert!(msg.contains("free") && msg.contains("need about"), "{msg}");

@@ -97,8 +97,16 @@ fn free_bytes(dir: &Path) -> Option<u64> {
     (rc == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
 }
 
+/// A size for a person: "850 KB", "12 MB", "69.0 GB".
 fn megabytes(n: u64) -> String {
-    format!("{:.0} MB", n as f64 / 1e6)
+    let n = n as f64;
+    if n >= 1e9 {
+        format!("{:.1} GB", n / 1e9)
+    } else if n >= 1e6 {
+        format!("{:.0} MB", n / 1e6)
+    } else {
+        format!("{:.0} KB", (n / 1e3).ceil())
+    }
 }
 
 /// Options of a run.
