@@ -362,6 +362,38 @@ fn mtime_of(meta: &std::fs::Metadata) -> i64 {
         .unwrap_or(0)
 }
 
+/// A file that was read but could not be indexed: recorded in the catalog (an earlier
+/// indexed version stays searchable), listed in the summary, reported as progress.
+struct FailedFile<'a> {
+    coll: i64,
+    path: &'a Path,
+    hash: &'a str,
+    size: i64,
+    mtime: i64,
+}
+
+impl FailedFile<'_> {
+    async fn record(
+        &self,
+        reason: String,
+        catalog: &Catalog,
+        summary: &mut IngestSummary,
+        progress: &dyn Fn(Progress),
+    ) -> Result<(), IngestError> {
+        let path = self.path.to_string_lossy().into_owned();
+        catalog
+            .record_failure(self.coll, &path, self.hash, self.size, self.mtime, &reason)
+            .await?;
+        summary.failed.push(Failure { path, reason });
+        progress(Progress::File {
+            path: self.path,
+            outcome: "failed",
+            pages: 0,
+        });
+        Ok(())
+    }
+}
+
 /// Text that is embedded for a chunk: the heading gives a passage its context.
 fn passage_text(heading: Option<&str>, text: &str) -> String {
     match heading {
@@ -505,19 +537,15 @@ async fn ingest_run(
         let doc = match extracted {
             Ok(doc) => doc,
             Err(e) => {
-                let reason = e.to_string();
-                catalog
-                    .record_failure(coll.id, &path_str, &hash, size, mtime, &reason)
-                    .await?;
-                summary.failed.push(Failure {
-                    path: path_str,
-                    reason,
-                });
-                progress(Progress::File {
+                let file = FailedFile {
+                    coll: coll.id,
                     path,
-                    outcome: "failed",
-                    pages: 0,
-                });
+                    hash: &hash,
+                    size,
+                    mtime,
+                };
+                file.record(e.to_string(), catalog, &mut summary, progress)
+                    .await?;
                 continue;
             }
         };
@@ -579,18 +607,14 @@ async fn ingest_run(
                 "too big to index: more than {max_chunks} passages (raise --max-chunks-per-file \
                  to index it, or split the file) / 大きすぎるため取り込みません(パッセージ数が上限 {max_chunks} を超えています)"
             );
-            catalog
-                .record_failure(coll.id, &path_str, &hash, size, mtime, &reason)
-                .await?;
-            summary.failed.push(Failure {
-                path: path_str,
-                reason,
-            });
-            progress(Progress::File {
+            let file = FailedFile {
+                coll: coll.id,
                 path,
-                outcome: "failed",
-                pages: 0,
-            });
+                hash: &hash,
+                size,
+                mtime,
+            };
+            file.record(reason, catalog, &mut summary, progress).await?;
             continue;
         }
         let total = chunks.len();
