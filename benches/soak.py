@@ -9,15 +9,19 @@ with `kura ingest` when the folder is new), sends `--asks` `/api/ask` requests i
 turn (a fixed cycle of Japanese and English questions, each a different retrieval
 and prompt), and reads the server's `/proc/PID/status` before the first ask, after
 the first 10, and at the end: VmRSS split into RssAnon (heap: KV caches, buffers)
-and RssFile (mapped files: the model weights, the dictionary), and VmHWM (the peak).
-A leak shows as RssAnon still climbing between the 10th and the last ask. Standard
-library only; a benchmark, not a test.
+and RssFile (mapped files: the model weights, the dictionary), and VmHWM (the peak), every 10 asks.
+A leak shows as RssAnon still climbing between the 10th and the last ask. Kura asks
+glibc to keep freed memory for reuse (`src/alloc.rs`), so RssAnon also counts memory
+that is free but kept; with `gdb` on PATH, the soak ends by calling `malloc_trim(0)`
+in the server and reads RssAnon once more ("trimmed"): what remains is memory in use.
+Standard library only; a benchmark, not a test.
 """
 
 import argparse
 import http.client
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -89,10 +93,14 @@ def main():
         t0 = time.time()
         for i in range(a.asks):
             ask(port, QUESTIONS[i % len(QUESTIONS)], a.max_tokens)
-            if i + 1 == 10:
-                marks["after 10"] = status_kb(server.pid)
-        marks[f"after {a.asks}"] = status_kb(server.pid)
+            if (i + 1) % 10 == 0 or i + 1 == a.asks:
+                marks[f"after {i + 1}"] = status_kb(server.pid)
         seconds = time.time() - t0
+        if shutil.which("gdb"):
+            subprocess.run(["gdb", "-p", str(server.pid), "-batch", "-ex",
+                            "call (int) malloc_trim(0)"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
+            marks["trimmed"] = status_kb(server.pid)
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -100,9 +108,12 @@ def main():
     print(f"{'':>10} {'VmRSS':>9} {'RssAnon':>9} {'RssFile':>9} {'VmHWM':>9}  (MB)")
     for name, m in marks.items():
         print(f"{name:>10} " + " ".join(f"{m.get(k, 0) / 1024:9.0f}" for k in ("VmRSS", "RssAnon", "RssFile", "VmHWM")))
-    first, last = marks["after 10"], marks[f"after {a.asks}"]
+    first, last = marks[f"after {min(10, a.asks)}"], marks[f"after {a.asks}"]
     growth = (last["RssAnon"] - first["RssAnon"]) / 1024
     print(f"heap growth from the 10th to the last ask: {growth:+.0f} MB")
+    if "trimmed" in marks:
+        kept = (last["RssAnon"] - marks["trimmed"]["RssAnon"]) / 1024
+        print(f"of the heap after the last ask, {kept:.0f} MB was free memory kept for reuse")
     json.dump({"model": a.model, "asks": a.asks, "marks": marks, "anon_growth_mb": growth},
               sys.stderr)
     sys.stderr.write("\n")

@@ -5,6 +5,7 @@
 //! ingest → catalog → index → rag → llm, and train → adapters → llm; see
 //! `ARCHITECTURE.md` for the map.
 
+pub mod adapters;
 pub mod alloc;
 pub mod bench;
 pub mod catalog;

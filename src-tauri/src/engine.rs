@@ -62,6 +62,12 @@ pub fn ui_dir(resources: Option<&Path>) -> Option<PathBuf> {
         .or_else(server::ui::default_dir)
 }
 
+/// Whether the window trains the jobs it queues: yes, unless `KURA_RUN_JOBS=0` (for
+/// a machine where `kura jobs run` or a server already runs the queue).
+pub fn run_jobs() -> bool {
+    std::env::var("KURA_RUN_JOBS").map_or(true, |v| v != "0" && !v.eq_ignore_ascii_case("false"))
+}
+
 /// The folders the desktop app may ingest from: `KURA_SOURCE_ROOTS` (`:`-separated),
 /// else the user's home folder — the window is the user's own, and the folder
 /// chooser opens there.
@@ -87,6 +93,7 @@ impl Engine {
             ui_dir,
             api_token: Some(token.clone()),
             source_roots: source_roots()?,
+            run_jobs: run_jobs(),
             ..ServerOptions::default()
         };
         let state = runtime.block_on(ServerState::open(paths, &model_choice(), options))?;

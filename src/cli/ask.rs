@@ -1,5 +1,6 @@
 //! `kura ask`, `kura chat --rag` and `kura eval rag`: grounded answers from the terminal.
 
+use crate::adapters::AdapterRegistry;
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -260,7 +261,7 @@ fn answer_json(a: &Answer) -> serde_json::Value {
 pub(super) fn ask_cmd(args: AskArgs, paths: &Paths, json_out: bool) -> Result<ExitCode> {
     let started = Instant::now();
     let model =
-        super::train::model_for_adapter(args.model.as_deref(), args.adapter.as_deref(), paths);
+        AdapterRegistry::new(paths).model_for(args.model.as_deref(), args.adapter.as_deref());
     let llm = load_llm_in_background(paths, model);
     let embedder = load_embedder(paths, args.embedding_model.as_deref())?;
     let rt = runtime()?;
@@ -291,7 +292,7 @@ pub(super) fn ask_cmd(args: AskArgs, paths: &Paths, json_out: bool) -> Result<Ex
         .join()
         .map_err(|_| anyhow::anyhow!("loading the chat model panicked"))??;
     let adapters: Vec<_> = match &args.adapter {
-        Some(spec) => vec![super::train::attach_adapter(&mut llm.model, spec, paths)?],
+        Some(spec) => vec![AdapterRegistry::new(paths).attach(&mut llm.model, spec)?],
         None => Vec::new(),
     };
     let cancel = super::llm::cancel_on_ctrl_c();
@@ -339,11 +340,8 @@ pub(super) fn ask_cmd(args: AskArgs, paths: &Paths, json_out: bool) -> Result<Ex
 /// `kura chat --rag`: a conversation over the documents; each follow-up is
 /// rewritten into a standalone question before retrieval.
 pub(super) fn chat_rag_cmd(args: ChatArgs, paths: &Paths) -> Result<ExitCode> {
-    let model = super::train::model_for_adapter(
-        args.model.model.as_deref(),
-        args.adapter.as_deref(),
-        paths,
-    );
+    let model =
+        AdapterRegistry::new(paths).model_for(args.model.model.as_deref(), args.adapter.as_deref());
     let mut llm = load_llm(paths, model.as_deref(), args.model.device)?;
     let embedder = load_embedder(paths, None)?;
     let rt = runtime()?;
@@ -355,7 +353,7 @@ pub(super) fn chat_rag_cmd(args: ChatArgs, paths: &Paths) -> Result<ExitCode> {
         anyhow::Ok((catalog, index, collections))
     })?;
     let adapters: Vec<_> = match &args.adapter {
-        Some(spec) => vec![super::train::attach_adapter(&mut llm.model, spec, paths)?],
+        Some(spec) => vec![AdapterRegistry::new(paths).attach(&mut llm.model, spec)?],
         None => Vec::new(),
     };
     let answerer = Answerer {

@@ -2,22 +2,26 @@
 //! and the runner (`kura jobs run`) that works through it. The queue is
 //! [`crate::jobs::JobQueue`]; the training is [`crate::train::Trainer`].
 
-use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, Result};
 use clap::{Args, Subcommand};
 use serde_json::json;
 
 use super::print_json;
-use super::train::{duration, prepare_run, progress_line, publish_adapter, TrainSubmitArgs};
+use super::train::{
+    count_lines, duration, eval_progress, prepare_run, print_report, progress_line, TrainSubmitArgs,
+};
 use crate::catalog::Catalog;
-use crate::jobs::{next_local_time, now, JobQueue, JobState, Progress, TrainingJob};
+use crate::jobs::{
+    next_local_time, now, JobQueue, JobRunner, JobState, RunnerEvent, RunnerObserver,
+    RunnerOptions, TrainingJob,
+};
 use crate::llm::DeviceChoice;
 use crate::paths::Paths;
-use crate::train::{read_metrics, TrainRun, Trainer};
+use crate::train::read_metrics;
 
 /// `kura jobs …`
 #[derive(Debug, Subcommand)]
@@ -65,8 +69,11 @@ pub struct JobsRunArgs {
     pub device: DeviceChoice,
 }
 
+/// One worker thread: the queue's queries are small; the runner blocks its own
+/// thread on them, which needs a multi-threaded runtime.
 fn runtime() -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_current_thread()
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()?)
 }
@@ -247,108 +254,70 @@ fn run_queue(
 ) -> Result<ExitCode> {
     let device = args.device.open()?;
     let stop = super::llm::cancel_on_ctrl_c();
-    loop {
-        for id in rt.block_on(queue.recover_interrupted())? {
-            eprintln!("job #{id} was interrupted (its runner is gone): queued again to resume");
-        }
-        let Some(job) = rt.block_on(queue.claim_next())? else {
-            if args.once || stop.load(Ordering::SeqCst) {
-                break;
-            }
-            for _ in 0..args.poll.max(1) {
-                if stop.load(Ordering::SeqCst) {
-                    break;
-                }
-                std::thread::sleep(Duration::from_secs(1));
-            }
-            continue;
-        };
-        eprintln!("running job #{} `{}`", job.id, job.name);
-        let end = run_one(rt, queue, &job, &device, &stop, paths, json_out);
-        let (state, error) = match end {
-            Ok(state) => (state, None),
-            Err(e) => (JobState::Failed, Some(format!("{e:#}"))),
-        };
-        rt.block_on(queue.finish(job.id, state, error.as_deref()))?;
-        match &error {
-            Some(e) => eprintln!("job #{} failed: {e}", job.id),
-            None => eprintln!("job #{} {}", job.id, state),
-        }
-        if stop.load(Ordering::SeqCst) {
-            eprintln!("stopped; queued jobs continue at the next `kura jobs run`");
-            break;
-        }
+    let runner = JobRunner::new(queue.clone(), paths, device, rt.handle().clone());
+    let options = RunnerOptions {
+        once: args.once,
+        poll: Duration::from_secs(args.poll.max(1)),
+    };
+    runner.run(&stop, options, &mut Terminal { json_out })?;
+    if stop.load(Ordering::SeqCst) {
+        eprintln!("stopped; queued jobs continue at the next `kura jobs run`");
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// Trains one claimed job; returns the state it ends in.
-fn run_one(
-    rt: &tokio::runtime::Runtime,
-    queue: &JobQueue,
-    job: &TrainingJob,
-    device: &candle_core::Device,
-    stop_all: &AtomicBool,
-    paths: &Paths,
+/// What `kura jobs run` shows of the runner: a line per step, the adapter, the report.
+struct Terminal {
     json_out: bool,
-) -> Result<JobState> {
-    let run = TrainRun::open(&job.folder)
-        .with_context(|| format!("opening the job folder {}", job.folder.display()))?;
-    let name = run.job.name.clone();
-    let mut trainer = Trainer::new(run, device)?;
-    let stop = AtomicBool::new(rt.block_on(queue.cancel_requested(job.id))?);
-    let cancelled = AtomicBool::new(stop.load(Ordering::SeqCst));
-    let mut report_err: Option<anyhow::Error> = None;
-    let mut on_step = |r: &crate::train::StepReport| {
-        if json_out {
-            println!("{}", serde_json::to_string(r).expect("serialisable"));
-        } else {
-            println!("#{} {}", job.id, progress_line(r));
-        }
-        let p = Progress {
-            step: r.step,
-            total_steps: r.total_steps,
-            loss: r.loss,
-            lr: r.lr,
-            tokens_per_s: r.tokens_per_s,
-            eta_s: r.eta_s,
-            eval_loss: r.eval_loss,
-        };
-        match rt.block_on(queue.report(job.id, &p)) {
-            Ok(true) => {
-                cancelled.store(true, Ordering::SeqCst);
-                stop.store(true, Ordering::SeqCst);
+}
+
+impl RunnerObserver for Terminal {
+    fn event(&mut self, event: RunnerEvent<'_>) {
+        let json_out = self.json_out;
+        match event {
+            RunnerEvent::Recovered(id) => {
+                eprintln!("job #{id} was interrupted (its runner is gone): queued again to resume")
             }
-            Ok(false) => {}
-            Err(e) => report_err = Some(e.into()),
+            RunnerEvent::Started { job, .. } => eprintln!("running job #{} `{}`", job.id, job.name),
+            RunnerEvent::Step { job, report } => {
+                if json_out {
+                    println!("{}", serde_json::to_string(report).expect("serialisable"));
+                } else {
+                    println!("#{} {}", job.id, progress_line(report));
+                }
+            }
+            RunnerEvent::Published {
+                job,
+                outcome,
+                adapter,
+            } => {
+                if json_out {
+                    print_json(&json!({"job": job.id, "finished": true, "adapter": adapter,
+                        "base_eval_loss": outcome.base_eval_loss, "eval_loss": outcome.eval_loss}));
+                } else {
+                    eprintln!("adapter saved to {}", adapter.display());
+                }
+            }
+            RunnerEvent::Scoring { job, progress } => {
+                let examples = count_lines(&job.folder.join("data/eval.jsonl"));
+                let base = crate::train::TrainRun::open(&job.folder)
+                    .map_or_else(|_| String::new(), |r| r.info.base_model);
+                eval_progress(&job.name, &base, examples, progress, json_out)
+            }
+            RunnerEvent::Reported { job, report } => {
+                let dir = job.folder.join("report");
+                let written = (dir.join("report.json"), dir.join("report.png"));
+                print_report(report, Some(&written), json_out);
+            }
+            RunnerEvent::ReportFailed { error, .. } => {
+                eprintln!(
+                    "warning: the base-vs-adapter report failed: {error} (the adapter is saved)"
+                )
+            }
+            RunnerEvent::Finished { job, state, error } => match error {
+                Some(e) => eprintln!("job #{} failed: {e}", job.id),
+                None => eprintln!("job #{} {state}", job.id),
+            },
         }
-        if stop_all.load(Ordering::SeqCst) {
-            stop.store(true, Ordering::SeqCst);
-        }
-    };
-    let outcome = trainer.run(Some(&stop), &mut on_step)?;
-    drop(trainer);
-    if let Some(e) = report_err {
-        return Err(e);
-    }
-    if outcome.finished {
-        let published: PathBuf = publish_adapter(&outcome, &name, paths)?;
-        if outcome.base_eval_loss.is_some() {
-            super::train::report_after_training(&job.folder, &published, device, json_out);
-        }
-        if !json_out {
-            eprintln!("adapter saved to {}", published.display());
-        }
-        if json_out {
-            print_json(
-                &json!({"job": job.id, "finished": true, "adapter": published,
-                "base_eval_loss": outcome.base_eval_loss, "eval_loss": outcome.eval_loss}),
-            );
-        }
-        Ok(JobState::Done)
-    } else if cancelled.load(Ordering::SeqCst) {
-        Ok(JobState::Cancelled)
-    } else {
-        Ok(JobState::Queued)
     }
 }

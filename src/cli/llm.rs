@@ -1,5 +1,6 @@
 //! `kura generate`, `kura chat` and `kura models quantize`: the local model from the terminal.
 
+use crate::adapters::AdapterRegistry;
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -139,14 +140,11 @@ fn messages(system: &Option<String>, history: &[ChatMessage]) -> Vec<ChatMessage
 }
 
 pub(super) fn generate_cmd(args: GenerateArgs, paths: &Paths, json_out: bool) -> Result<ExitCode> {
-    let model = super::train::model_for_adapter(
-        args.model.model.as_deref(),
-        args.adapter.as_deref(),
-        paths,
-    );
+    let model =
+        AdapterRegistry::new(paths).model_for(args.model.model.as_deref(), args.adapter.as_deref());
     let mut llm = load_llm(paths, model.as_deref(), args.model.device)?;
     let adapter = match &args.adapter {
-        Some(spec) => Some(super::train::attach_adapter(&mut llm.model, spec, paths)?),
+        Some(spec) => Some(AdapterRegistry::new(paths).attach(&mut llm.model, spec)?),
         None => None,
     };
     let cancel = cancel_on_ctrl_c();
@@ -194,10 +192,10 @@ pub(super) fn generate_cmd(args: GenerateArgs, paths: &Paths, json_out: bool) ->
 }
 
 pub(super) fn chat_cmd(args: ModelArgs, adapter: Option<&str>, paths: &Paths) -> Result<ExitCode> {
-    let model = super::train::model_for_adapter(args.model.as_deref(), adapter, paths);
+    let model = AdapterRegistry::new(paths).model_for(args.model.as_deref(), adapter);
     let mut llm = load_llm(paths, model.as_deref(), args.device)?;
     let adapter = match adapter {
-        Some(spec) => Some(super::train::attach_adapter(&mut llm.model, spec, paths)?),
+        Some(spec) => Some(AdapterRegistry::new(paths).attach(&mut llm.model, spec)?),
         None => None,
     };
     let cancel = cancel_on_ctrl_c();

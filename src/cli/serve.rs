@@ -9,6 +9,7 @@ use clap::Args;
 use serde_json::json;
 
 use super::print_json;
+use crate::adapters::AdapterRegistry;
 use crate::ingest::roots::SourceRoots;
 use crate::llm::DeviceChoice;
 use crate::paths::Paths;
@@ -86,6 +87,10 @@ pub struct ServeArgs {
     /// Most passages one file may give in an ingest started through the API.
     #[arg(long, default_value_t = crate::ingest::pipeline::DEFAULT_MAX_CHUNKS_PER_FILE)]
     pub max_chunks_per_file: usize,
+    /// Also run the training-job queue (what `kura jobs run` does), on `--device`:
+    /// jobs queued from the Training screen or `kura train submit` train here.
+    #[arg(long)]
+    pub run_jobs: bool,
 }
 
 pub(super) fn serve_cmd(args: ServeArgs, paths: &Paths, json_out: bool) -> Result<ExitCode> {
@@ -115,12 +120,15 @@ pub(super) fn serve_cmd(args: ServeArgs, paths: &Paths, json_out: bool) -> Resul
         allowed_origins: args.allowed_origins.clone(),
         max_file_bytes: args.max_file_mb * 1024 * 1024,
         max_chunks_per_file: args.max_chunks_per_file,
+        run_jobs: args.run_jobs,
         ..ServerOptions::default()
     };
     let state = runtime.block_on(ServerState::open(paths, &choice, options))?;
     for spec in &args.adapters {
-        let (name, dir) = super::train::adapter_folder(spec, paths)?;
-        let served = state.models.load_adapter(&name, &dir, None)?;
+        let adapter = AdapterRegistry::new(paths).resolve(spec)?;
+        let served = state
+            .models
+            .load_adapter(&adapter.name, &adapter.dir, None)?;
         if !json_out {
             eprintln!(
                 "  adapter `{}` on {} → model `{}`",
@@ -147,6 +155,9 @@ pub(super) fn serve_cmd(args: ServeArgs, paths: &Paths, json_out: bool) -> Resul
             );
             let roots = options_roots(&args.source_roots);
             println!("  source roots: {roots}");
+            if args.run_jobs {
+                println!("  training jobs: run here as they fall due (kura jobs list)");
+            }
             if args.token.is_some() {
                 println!("  web UI: http://{local}/?token=TOKEN (once per browser; the API needs `Authorization: Bearer TOKEN`)");
             } else {

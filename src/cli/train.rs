@@ -11,14 +11,15 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 
 use super::print_json;
-use crate::llm::{DeviceChoice, Model};
-use crate::models::Registry;
+use crate::adapters::report::{self, ReportTarget};
+use crate::adapters::{AdapterError, AdapterRegistry};
+use crate::llm::DeviceChoice;
 use crate::paths::Paths;
 use crate::train::evaluate::EvalProgress;
 use crate::train::synth::{review, synthesize, DraftStatus, DraftStore};
 use crate::train::{
-    dataset, evaluate_adapter, load_peft, read_metrics, AdapterReport, DatasetStore, EvalOptions,
-    PeftLayout, RunInfo, StepReport, TrainJob, TrainOutcome, TrainRun, Trainer,
+    dataset, AdapterReport, DatasetStore, EvalOptions, RunInfo, StepReport, TrainJob, TrainOutcome,
+    TrainRun, Trainer,
 };
 
 /// `kura dataset …`
@@ -501,164 +502,11 @@ fn finish(
 }
 
 /// Copies a finished job's adapter to `<data>/adapters/NAME/` (for `--adapter NAME`).
-pub(super) fn publish_adapter(
-    outcome: &TrainOutcome,
-    name: &str,
-    paths: &Paths,
-) -> Result<PathBuf> {
-    let published = paths.adapters_dir().join(name);
-    if let Some(src) = &outcome.adapter {
-        std::fs::create_dir_all(&published)?;
-        for f in ["adapter_model.safetensors", "adapter_config.json"] {
-            std::fs::copy(src.join(f), published.join(f))
-                .with_context(|| format!("publishing the adapter to {}", published.display()))?;
-        }
-    }
-    Ok(published)
-}
-
-/// The PEFT folder of adapter `spec` (a folder, or a name under `<data>/adapters/`)
-/// and the name it goes by.
-pub(super) fn adapter_folder(spec: &str, paths: &Paths) -> Result<(String, PathBuf)> {
-    let dir = if Path::new(spec).join("adapter_config.json").is_file() {
-        PathBuf::from(spec)
-    } else {
-        let named = paths.adapters_dir().join(spec);
-        if !named.join("adapter_config.json").is_file() {
-            bail!(
-                "no adapter `{spec}`: give a PEFT folder (with adapter_config.json) or the name of one in {} (アダプタが見つかりません)",
-                paths.adapters_dir().display()
-            );
-        }
-        named
-    };
-    let name = std::fs::canonicalize(&dir)
-        .ok()
-        .and_then(|d| d.file_name().map(|n| n.to_string_lossy().to_string()))
-        .unwrap_or_else(|| spec.to_string());
-    Ok((name, dir))
-}
-
-/// The chat model to load for adapter `spec` when none was named: the base model its
-/// `adapter_config.json` names (an adapter only fits the model it was trained on).
-pub(super) fn model_for_adapter(
-    model: Option<&str>,
-    adapter: Option<&str>,
-    paths: &Paths,
-) -> Option<String> {
-    if let Some(m) = model {
-        return Some(m.to_string());
-    }
-    let (_, dir) = adapter_folder(adapter?, paths).ok()?;
-    let text = std::fs::read_to_string(dir.join("adapter_config.json")).ok()?;
-    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    let base = v.get("base_model_name_or_path")?.as_str()?;
-    let registry = Registry::open(&paths.models_dir).ok()?;
-    registry
-        .entries()
-        .iter()
-        .any(|e| e.name == base)
-        .then(|| base.to_string())
-}
-
-/// Attaches the PEFT adapter `spec` (a folder, or a name under `<data>/adapters/`)
-/// to `model`; returns its id for the session.
-pub(super) fn attach_adapter(
-    model: &mut Model,
-    spec: &str,
-    paths: &Paths,
-) -> Result<crate::llm::AdapterId> {
-    let (name, dir) = adapter_folder(spec, paths)?;
-    let layout = PeftLayout::of(model);
-    let adapter = load_peft(&dir, &layout, &model.device().clone())?;
-    let id = model
-        .attach_adapter(&name, adapter.adapters)
-        .with_context(|| format!("attaching {}", dir.display()))?;
-    Ok(id)
-}
-
-/// What `kura eval adapter NAME` is about: the adapter, its base model, the held-out
-/// data and (for a job) its loss log.
-struct AdapterTarget {
-    name: String,
-    adapter_dir: PathBuf,
-    info: RunInfo,
-    eval: Option<PathBuf>,
-    metrics: Option<PathBuf>,
-    report_dir: PathBuf,
-}
-
-fn resolve_adapter_target(args: &EvalAdapterArgs, paths: &Paths) -> Result<AdapterTarget> {
-    let as_path = Path::new(&args.name);
-    let job_dir = [as_path.to_path_buf(), paths.jobs_dir().join(&args.name)]
-        .into_iter()
-        .find(|d| d.join("job.toml").is_file() && d.join("run.json").is_file());
-    if let Some(dir) = job_dir {
-        let run = TrainRun::open(&dir)
-            .with_context(|| format!("opening the job folder {}", dir.display()))?;
-        let adapter_dir = run.adapter_dir();
-        if !adapter_dir.join("adapter_config.json").is_file() {
-            bail!(
-                "job `{}` has no finished adapter yet ({} is missing): let it finish or \
-                 `kura train resume {}` first",
-                run.job.name,
-                adapter_dir.join("adapter_config.json").display(),
-                dir.display()
-            );
-        }
-        let info = match &args.model {
-            Some(m) => resolve_model(paths, m)?,
-            None => run.info.clone(),
-        };
-        return Ok(AdapterTarget {
-            name: run.job.name.clone(),
-            adapter_dir,
-            info,
-            eval: Some(dir.join("data/eval.jsonl")),
-            metrics: Some(run.metrics_path()),
-            report_dir: dir.join("report"),
-        });
-    }
-    let adapter_dir = [as_path.to_path_buf(), paths.adapters_dir().join(&args.name)]
-        .into_iter()
-        .find(|d| d.join("adapter_config.json").is_file())
-        .ok_or_else(|| {
-            anyhow::anyhow!(
-                "no job or adapter `{}`: give a job name ({}), an adapter name ({}) or a folder \
-                 (ジョブまたはアダプタが見つかりません)",
-                args.name,
-                paths.jobs_dir().display(),
-                paths.adapters_dir().display()
-            )
-        })?;
-    let model = match &args.model {
-        Some(m) => m.clone(),
-        None => {
-            let cfg = adapter_dir.join("adapter_config.json");
-            let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cfg)?)
-                .with_context(|| format!("reading {}", cfg.display()))?;
-            v.get("base_model_name_or_path")
-                .and_then(|m| m.as_str())
-                .map(str::to_string)
-                .ok_or_else(|| {
-                    anyhow::anyhow!("{} names no base model: pass --model", cfg.display())
-                })?
-        }
-    };
-    let name = adapter_dir
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_else(|| args.name.clone());
-    // A published adapter remembers nothing of its job; its job folder may still exist.
-    let job = paths.jobs_dir().join(&name);
-    let has_job = job.join("data/eval.jsonl").is_file();
-    Ok(AdapterTarget {
-        info: resolve_model(paths, &model)?,
-        eval: has_job.then(|| job.join("data/eval.jsonl")),
-        metrics: has_job.then(|| job.join("metrics.jsonl")),
-        report_dir: adapter_dir.join("report"),
-        adapter_dir,
-        name,
+fn publish_adapter(outcome: &TrainOutcome, name: &str, paths: &Paths) -> Result<PathBuf> {
+    let registry = AdapterRegistry::new(paths);
+    Ok(match &outcome.adapter {
+        Some(src) => registry.publish(name, src)?,
+        None => registry.dir().join(name),
     })
 }
 
@@ -667,7 +515,7 @@ pub(super) fn eval_adapter_cmd(
     paths: &Paths,
     json_out: bool,
 ) -> Result<ExitCode> {
-    let target = resolve_adapter_target(&args, paths)?;
+    let target = ReportTarget::resolve(&args.name, args.model.as_deref(), paths)?;
     let data = args.data.clone().or(target.eval.clone()).ok_or_else(|| {
         anyhow::anyhow!(
             "no held-out data for `{}`: pass --data FILE.jsonl (評価データを指定してください)",
@@ -681,146 +529,119 @@ pub(super) fn eval_adapter_cmd(
         ..EvalOptions::default()
     };
     let device = args.device.open()?;
-    let report = run_adapter_report(&target, &examples, &options, &device, json_out)?;
+    let cancel = super::llm::cancel_on_ctrl_c();
+    let scoring = examples.len().min(options.limit.unwrap_or(usize::MAX));
+    let report = target.evaluate(&examples, &options, &device, Some(&cancel), &mut |p| {
+        eval_progress(&target.name, &target.info.base_model, scoring, p, json_out)
+    })?;
     let out = args.output.unwrap_or(target.report_dir);
-    write_report(&report, &out, json_out)
+    let written = report.write(&out);
+    print_report(&report, written.as_ref().ok(), json_out);
+    if let Err(e) = written {
+        eprintln!("warning: report in {} incomplete: {e}", out.display());
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
-/// Evaluates a job's adapter on its eval split right after it finished (the job's
-/// `report/`); a failure is printed, never fatal: the adapter is already saved.
-pub(super) fn report_after_training(
+/// Prints where scoring an adapter is.
+pub(super) fn eval_progress(
+    name: &str,
+    base_model: &str,
+    examples: usize,
+    p: EvalProgress,
+    json_out: bool,
+) {
+    if json_out {
+        return;
+    }
+    match p {
+        EvalProgress::Loss => eprintln!(
+            "scoring `{name}` against {base_model} on {examples} held-out examples: loss…"
+        ),
+        EvalProgress::Answer { done, total } => {
+            eprint!("\ranswers {}/{total}", done + 1);
+            if done + 1 == total {
+                eprintln!();
+            }
+        }
+    }
+}
+
+/// Scores a job's adapter on its eval split right after it finished (the job's
+/// `report/`, copied next to the published adapter); a failure is printed, never
+/// fatal: the adapter is already saved.
+fn report_after_training(
     dir: &Path,
     published: &Path,
     device: &candle_core::Device,
     json_out: bool,
 ) {
-    let eval = dir.join("data/eval.jsonl");
-    let examples = match dataset::read_jsonl(&eval) {
-        Ok(e) if !e.is_empty() => e,
-        _ => return,
-    };
-    let result = (|| -> Result<()> {
-        let run = TrainRun::open(dir)?;
-        let target = AdapterTarget {
-            name: run.job.name.clone(),
-            adapter_dir: run.adapter_dir(),
-            info: run.info.clone(),
-            eval: Some(eval.clone()),
-            metrics: Some(run.metrics_path()),
-            report_dir: dir.join("report"),
-        };
-        let options = EvalOptions {
-            max_seq_len: run.job.train.max_seq_len,
-            ..EvalOptions::default()
-        };
-        let report = run_adapter_report(&target, &examples, &options, device, json_out)?;
-        write_report(&report, &target.report_dir, json_out)?;
-        // The published adapter carries its report (the UI shows it next to "activate").
-        let copy = published.join("report");
-        std::fs::create_dir_all(&copy)?;
-        for f in ["report.json", "report.png"] {
-            if target.report_dir.join(f).is_file() {
-                std::fs::copy(target.report_dir.join(f), copy.join(f))?;
-            }
-        }
-        Ok(())
-    })();
-    if let Err(e) = result {
-        eprintln!("warning: the base-vs-adapter report failed: {e:#} (the adapter is saved)");
-    }
-}
-
-fn run_adapter_report(
-    target: &AdapterTarget,
-    examples: &[dataset::Example],
-    options: &EvalOptions,
-    device: &candle_core::Device,
-    json_out: bool,
-) -> Result<AdapterReport> {
     let cancel = super::llm::cancel_on_ctrl_c();
-    let mut progress = |p: EvalProgress| {
-        if json_out {
-            return;
+    let name = published
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let base = TrainRun::open(dir).map_or_else(|_| String::new(), |r| r.info.base_model);
+    let examples = count_lines(&dir.join("data/eval.jsonl"));
+    let result = report::after_training(dir, published, device, Some(&cancel), &mut |p| {
+        eval_progress(&name, &base, examples, p, json_out)
+    });
+    match result {
+        Ok(Some(report)) => {
+            let json = dir.join("report/report.json");
+            let png = dir.join("report/report.png");
+            print_report(&report, Some(&(json, png)), json_out);
         }
-        match p {
-            EvalProgress::Loss => eprintln!(
-                "scoring `{}` against {} on {} held-out examples: loss…",
-                target.name,
-                target.info.base_model,
-                examples.len().min(options.limit.unwrap_or(usize::MAX))
-            ),
-            EvalProgress::Answer { done, total } => {
-                eprint!("\ranswers {}/{total}", done + 1);
-                if done + 1 == total {
-                    eprintln!();
-                }
-            }
+        Ok(None) => {}
+        Err(e) => {
+            eprintln!("warning: the base-vs-adapter report failed: {e} (the adapter is saved)")
         }
-    };
-    let report = evaluate_adapter(
-        crate::train::evaluate::AdapterUnderTest {
-            name: &target.name,
-            adapter_dir: &target.adapter_dir,
-            base_model: &target.info.base_model,
-            model_path: &target.info.model_path,
-        },
-        examples,
-        options,
-        device,
-        Some(&cancel),
-        &mut progress,
-    )?;
-    Ok(match target.metrics.as_deref().filter(|m| m.is_file()) {
-        Some(m) => report.with_curves(&read_metrics(m)?),
-        None => report,
-    })
+    }
 }
 
-fn write_report(report: &AdapterReport, out: &Path, json_out: bool) -> Result<ExitCode> {
-    let written = report.write(out);
+/// Prints a report: its scores as a table (or JSON), and where it was written.
+pub(super) fn print_report(
+    report: &AdapterReport,
+    written: Option<&(PathBuf, PathBuf)>,
+    json_out: bool,
+) {
     if json_out {
-        print_json(&serde_json::to_value(report)?);
-    } else {
-        let f = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.3}"));
-        println!("{:<22} {:>10} {:>10}", "", "base", "adapter");
-        println!(
-            "{:<22} {:>10} {:>10}",
-            "eval loss",
-            f(report.base.loss),
-            f(report.tuned.loss)
-        );
-        println!(
-            "{:<22} {:>10} {:>10}",
-            "perplexity",
-            f(report.base.perplexity),
-            f(report.tuned.perplexity)
-        );
-        for (label, b, t) in [
-            (
-                "exact match",
-                report.base.exact_match,
-                report.tuned.exact_match,
-            ),
-            ("character F1", report.base.char_f1, report.tuned.char_f1),
-            (
-                "contains reference",
-                report.base.contains_reference,
-                report.tuned.contains_reference,
-            ),
-        ] {
-            println!("{label:<22} {b:>10.3} {t:>10.3}");
-        }
-        println!("{}", report.summary);
+        print_json(&serde_json::to_value(report).expect("serialisable"));
+        return;
     }
-    match written {
-        Ok((json, png)) => {
-            if !json_out {
-                println!("report: {} , {}", json.display(), png.display());
-            }
-        }
-        Err(e) => eprintln!("warning: report in {} incomplete: {e}", out.display()),
+    let f = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.3}"));
+    println!("{:<22} {:>10} {:>10}", "", "base", "adapter");
+    println!(
+        "{:<22} {:>10} {:>10}",
+        "eval loss",
+        f(report.base.loss),
+        f(report.tuned.loss)
+    );
+    println!(
+        "{:<22} {:>10} {:>10}",
+        "perplexity",
+        f(report.base.perplexity),
+        f(report.tuned.perplexity)
+    );
+    for (label, b, t) in [
+        (
+            "exact match",
+            report.base.exact_match,
+            report.tuned.exact_match,
+        ),
+        ("character F1", report.base.char_f1, report.tuned.char_f1),
+        (
+            "contains reference",
+            report.base.contains_reference,
+            report.tuned.contains_reference,
+        ),
+    ] {
+        println!("{label:<22} {b:>10.3} {t:>10.3}");
     }
-    Ok(ExitCode::SUCCESS)
+    println!("{}", report.summary);
+    if let Some((json, png)) = written {
+        println!("report: {} , {}", json.display(), png.display());
+    }
 }
 
 fn synth_cmd(
@@ -880,33 +701,25 @@ pub(super) fn adapters_cmd(
     paths: &Paths,
     json_out: bool,
 ) -> Result<ExitCode> {
+    let registry = AdapterRegistry::new(paths);
     match cmd {
         AdaptersCommand::List => {
-            let mut list = Vec::new();
-            if let Ok(entries) = std::fs::read_dir(paths.adapters_dir()) {
-                for e in entries.flatten() {
-                    let dir = e.path();
-                    let Ok(text) = std::fs::read_to_string(dir.join("adapter_config.json")) else {
-                        continue;
-                    };
-                    let cfg: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-                    let verdict = std::fs::read_to_string(dir.join("report/report.json"))
-                        .ok()
-                        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-                        .map(|r| r["verdict"].clone());
-                    list.push(json!({
-                        "name": e.file_name().to_string_lossy(),
-                        "base_model": cfg["base_model_name_or_path"],
-                        "rank": cfg["r"],
-                        "targets": cfg["target_modules"],
-                        "verdict": verdict,
-                        "dir": dir,
-                    }));
-                }
-            }
-            list.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+            let list = registry.list();
             if json_out {
-                print_json(&json!(list));
+                let rows: Vec<serde_json::Value> = list
+                    .iter()
+                    .map(|a| {
+                        json!({
+                            "name": a.name,
+                            "base_model": a.config.base_model_name_or_path,
+                            "rank": a.config.r,
+                            "targets": a.config.target_modules,
+                            "verdict": a.report.as_ref().map(|r| r.verdict),
+                            "dir": a.dir,
+                        })
+                    })
+                    .collect();
+                print_json(&json!(rows));
             } else if list.is_empty() {
                 println!(
                     "no adapters (train one with `kura train run`, or `kura adapters import`)"
@@ -916,60 +729,35 @@ pub(super) fn adapters_cmd(
                 for a in &list {
                     println!(
                         "{:<24} {:<32} {:>4}  {}",
-                        a["name"].as_str().unwrap_or(""),
-                        a["base_model"].as_str().unwrap_or("?"),
-                        a["rank"],
-                        a["verdict"].as_str().unwrap_or("-")
+                        a.name,
+                        a.config.base_model_name_or_path.as_deref().unwrap_or("?"),
+                        a.config.r,
+                        a.report.as_ref().map_or("-", |r| r.verdict.as_str())
                     );
                 }
             }
         }
         AdaptersCommand::Import { dir, name, model } => {
-            if !dataset::is_folder_name(&name) {
-                bail!("invalid adapter name `{name}`: letters, digits, -, _ and . only");
-            }
-            if !dir.join("adapter_config.json").is_file() {
-                bail!(
-                    "{} is not a PEFT folder (no adapter_config.json)",
-                    dir.display()
-                );
-            }
-            let from_config =
-                model_for_adapter(model.as_deref(), Some(dir.to_str().unwrap_or("")), paths);
-            let Some(base) = from_config else {
-                bail!(
-                    "which base model is this adapter for? Its config names none that Kura has: pass --model NAME (see `kura models list`)"
-                );
+            let base = match model {
+                Some(m) => m,
+                None => registry
+                    .base_model(&dir)
+                    .ok_or_else(|| AdapterError::UnknownBase(name.clone()))?,
             };
             let info = resolve_model(paths, &base)?;
-            let mut llm = crate::llm::Llm::load(&info.model_path, &candle_core::Device::Cpu)?;
-            let layout = PeftLayout::of(&llm.model);
-            let peft = load_peft(&dir, &layout, &candle_core::Device::Cpu)?;
-            let layers = peft.adapters.len();
-            llm.model
-                .attach_adapter(&name, peft.adapters)
-                .with_context(|| format!("{} does not fit {}", dir.display(), info.base_model))?;
-            let target = paths.adapters_dir().join(&name);
-            std::fs::create_dir_all(&target)?;
-            for f in ["adapter_model.safetensors", "adapter_config.json"] {
-                std::fs::copy(dir.join(f), target.join(f))
-                    .with_context(|| format!("copying {f} to {}", target.display()))?;
-            }
-            // Serve-by-name finds the base through the config: record Kura's name for it.
-            let cfg_path = target.join("adapter_config.json");
-            let mut cfg: serde_json::Value =
-                serde_json::from_str(&std::fs::read_to_string(&cfg_path)?)?;
-            cfg["base_model_name_or_path"] = json!(info.base_model);
-            std::fs::write(&cfg_path, serde_json::to_string_pretty(&cfg)?)?;
+            let imported = registry.import(&dir, &name, &info)?;
             if json_out {
                 print_json(
-                    &json!({"name": name, "base_model": info.base_model, "layers": layers, "dir": target}),
+                    &json!({"name": imported.name, "base_model": imported.base_model,
+                    "layers": imported.layers, "dir": imported.dir}),
                 );
             } else {
                 println!(
-                    "imported `{name}`: LoRA on {layers} layers of {} → {}",
-                    info.base_model,
-                    target.display()
+                    "imported `{}`: LoRA on {} layers of {} → {}",
+                    imported.name,
+                    imported.layers,
+                    imported.base_model,
+                    imported.dir.display()
                 );
             }
         }
@@ -977,6 +765,6 @@ pub(super) fn adapters_cmd(
     Ok(ExitCode::SUCCESS)
 }
 
-fn count_lines(path: &Path) -> usize {
+pub(super) fn count_lines(path: &Path) -> usize {
     std::fs::read_to_string(path).map_or(0, |t| t.lines().filter(|l| !l.trim().is_empty()).count())
 }

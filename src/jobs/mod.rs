@@ -18,6 +18,10 @@
 //! checks the job's cancel flag between steps. A job left `running` by a runner that
 //! no longer exists is put back in the queue and resumes from its last checkpoint.
 
+pub mod runner;
+
+pub use runner::{BackgroundRunner, JobRunner, RunnerEvent, RunnerObserver, RunnerOptions};
+
 use crate::catalog::{Catalog, CatalogError};
 use serde::Serialize;
 use sqlx::Row;

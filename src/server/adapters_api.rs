@@ -25,6 +25,7 @@ use serde_json::{json, Value};
 use super::error::ApiError;
 use super::loaded::ServedAdapter;
 use super::ServerState;
+use crate::adapters::{AdapterError, AdapterRegistry};
 
 /// The routes of this module.
 pub fn routes() -> Router<Arc<ServerState>> {
@@ -35,33 +36,25 @@ pub fn routes() -> Router<Arc<ServerState>> {
         .route("/api/adapters/{name}/report.png", get(report_png))
 }
 
-fn adapters_dir(state: &ServerState) -> Result<PathBuf, ApiError> {
-    state.options.adapters_dir.clone().ok_or_else(|| {
+fn registry(state: &ServerState) -> Result<AdapterRegistry, ApiError> {
+    let dir = state.options.adapters_dir.clone().ok_or_else(|| {
         ApiError::unavailable(
             "this server was started without an adapters folder",
             "no_adapters_dir",
         )
-    })
+    })?;
+    Ok(AdapterRegistry::at(
+        dir,
+        state.options.models_dir.clone().unwrap_or_default(),
+    ))
 }
 
 /// The folder of adapter `name`, refusing names that would leave the adapters folder.
 fn adapter_folder(state: &ServerState, name: &str) -> Result<PathBuf, ApiError> {
-    if !crate::train::dataset::is_folder_name(name) {
-        return Err(ApiError::bad_request(
-            format!("invalid adapter name `{name}`"),
-            Some("name"),
-        ));
-    }
-    let dir = adapters_dir(state)?.join(name);
-    if !dir.join("adapter_config.json").is_file() {
-        return Err(ApiError::not_found(format!(
-            "no adapter `{name}` in {} (アダプタが見つかりません)",
-            dir.parent()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default()
-        )));
-    }
-    Ok(dir)
+    registry(state)?.folder(name).map_err(|e| match e {
+        AdapterError::InvalidName(_) => ApiError::bad_request(e.to_string(), Some("name")),
+        other => ApiError::not_found(other.to_string()),
+    })
 }
 
 fn served_json(a: &ServedAdapter) -> Value {
@@ -70,57 +63,38 @@ fn served_json(a: &ServedAdapter) -> Value {
 
 /// `GET /api/adapters`
 async fn list(State(state): State<Arc<ServerState>>) -> Result<Json<Value>, ApiError> {
-    let dir = adapters_dir(&state)?;
+    let registry = registry(&state)?;
     let served = state.models.adapters();
-    let mut out = Vec::new();
-    let mut names: Vec<String> = match std::fs::read_dir(&dir) {
-        Ok(entries) => entries
-            .flatten()
-            .filter(|e| e.path().join("adapter_config.json").is_file())
-            .map(|e| e.file_name().to_string_lossy().to_string())
-            .collect(),
-        Err(_) => Vec::new(),
-    };
-    names.sort();
-    for name in names {
-        let folder = dir.join(&name);
-        let config: Value = std::fs::read_to_string(folder.join("adapter_config.json"))
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .unwrap_or(Value::Null);
-        let report: Option<Value> = std::fs::read_to_string(folder.join("report/report.json"))
-            .ok()
-            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-            .map(|r| {
+    let entries = tokio::task::spawn_blocking(move || registry.list())
+        .await
+        .map_err(|e| ApiError::internal(format!("listing adapters: {e}")))?;
+    let out: Vec<Value> = entries
+        .iter()
+        .map(|a| {
+            let name = &a.name;
+            let report = a.report.as_ref().map(|r| {
                 json!({
-                    "verdict": r["verdict"], "summary": r["summary"], "examples": r["examples"],
-                    "base": r["base"], "tuned": r["tuned"],
-                    "plot": folder.join("report/report.png").is_file()
-                        .then(|| format!("/api/adapters/{name}/report.png")),
+                    "verdict": r.verdict, "summary": r.summary, "examples": r.examples,
+                    "base": r.base, "tuned": r.tuned,
+                    "plot": a.has_plot.then(|| format!("/api/adapters/{name}/report.png")),
                 })
             });
-        let weights = folder.join("adapter_model.safetensors");
-        let size: u64 = std::fs::metadata(&weights).map_or(0, |m| m.len());
-        // Adapters are megabytes: hashing them per listing is cheap.
-        let sha256 = std::fs::read(&weights).ok().map(|b| {
-            use sha2::Digest;
-            hex::encode(sha2::Sha256::digest(&b))
-        });
-        let serving = served.iter().find(|a| a.name == name);
-        out.push(json!({
-            "name": name,
-            "dir": folder,
-            "base_model": config["base_model_name_or_path"],
-            "rank": config["r"],
-            "alpha": config["lora_alpha"],
-            "targets": config["target_modules"],
-            "size": size,
-            "sha256": sha256,
-            "served": serving.is_some(),
-            "model": serving.map(ServedAdapter::model_id),
-            "report": report,
-        }));
-    }
+            let serving = served.iter().find(|s| &s.name == name);
+            json!({
+                "name": name,
+                "dir": a.dir,
+                "base_model": a.config.base_model_name_or_path,
+                "rank": a.config.r,
+                "alpha": a.config.lora_alpha,
+                "targets": a.config.target_modules,
+                "size": a.size,
+                "sha256": a.sha256,
+                "served": serving.is_some(),
+                "model": serving.map(ServedAdapter::model_id),
+                "report": report,
+            })
+        })
+        .collect();
     Ok(Json(json!({"adapters": out})))
 }
 

@@ -9,12 +9,14 @@
 //! | `POST /api/training/jobs/{id}/resume` | queues a cancelled or failed job again, from its last checkpoint |
 //!
 //! The API only reads and writes the queue ([`crate::jobs::JobQueue`], in the
-//! catalog) and the jobs' folders; the training itself runs in `kura jobs run`, a
-//! separate process (a long fine-tune must not share the server's CPU budget by
-//! accident, nor die with it). A job submitted here therefore starts when a runner
-//! is running and its start time has come. Progress is what the runner reports: the
-//! queue row for the latest step, `metrics.jsonl` in the job's folder for the
-//! curve; the UI polls both.
+//! catalog) and the jobs' folders. The training is done by a runner
+//! ([`crate::jobs::runner`]): inside this server when it was started with
+//! `--run-jobs` (the desktop app's default; `training_runner` in `/api/health`
+//! says so), or `kura jobs run` as a process of its own (a long fine-tune then does
+//! not share the server's CPU budget, nor die with it). A job submitted here starts
+//! when a runner is running and its start time has come. Progress is what the runner
+//! reports: the queue row for the latest step, `metrics.jsonl` in the job's folder
+//! for the curve; the UI polls both.
 
 use std::sync::Arc;
 

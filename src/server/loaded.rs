@@ -220,18 +220,10 @@ impl LoadedModels {
             name: name.to_string(),
             reason,
         };
-        let cfg_path = dir.join("adapter_config.json");
-        let cfg: serde_json::Value = std::fs::read_to_string(&cfg_path)
-            .map_err(|e| format!("{}: {e}", cfg_path.display()))
-            .and_then(|t| {
-                serde_json::from_str(&t).map_err(|e| format!("{}: {e}", cfg_path.display()))
-            })
-            .map_err(fail)?;
-        let named = base.map(str::to_string).or_else(|| {
-            cfg.get("base_model_name_or_path")
-                .and_then(|v| v.as_str())
-                .map(str::to_string)
-        });
+        let cfg = crate::adapters::read_config(dir).map_err(|e| fail(e.to_string()))?;
+        let named = base
+            .map(str::to_string)
+            .or(cfg.base_model_name_or_path.clone());
         let model = match named.as_deref() {
             Some(b) => self
                 .chat
@@ -255,14 +247,12 @@ impl LoadedModels {
             ))
         })?;
         let mut llm = (*model.llm).clone();
-        let layout = crate::train::PeftLayout::of(&llm.model);
-        let device = llm.model.device().clone();
-        let peft =
-            crate::train::load_peft(dir, &layout, &device).map_err(|e| fail(e.to_string()))?;
-        let id = llm
-            .model
-            .attach_adapter(name, peft.adapters)
-            .map_err(|e| fail(e.to_string()))?;
+        let adapter = crate::adapters::ResolvedAdapter {
+            name: name.to_string(),
+            dir: dir.to_path_buf(),
+        };
+        let id =
+            crate::adapters::attach(&mut llm.model, &adapter).map_err(|e| fail(e.to_string()))?;
         let served = ServedAdapter {
             name: name.to_string(),
             base: model.name.clone(),

@@ -49,6 +49,12 @@
 //! queued requests with 503, cancels running generations (their clients get an error
 //! event) and waits a few seconds for connections to close.
 //!
+//! **Training inside the server, when asked.** With [`ServerOptions::run_jobs`]
+//! (`kura serve --run-jobs`; the desktop app's default) the training-job runner of
+//! `kura jobs run` ([`crate::jobs::runner`]) works on a thread of its own, so what
+//! the Training screen queues is trained here. Shutdown stops it at the next step,
+//! with a checkpoint; the job resumes when a runner next starts.
+//!
 //! **An access token when others can reach it** ([`auth`]). With
 //! [`ServerOptions::api_token`] set, `/api` and `/v1` need `Authorization: Bearer` or
 //! the cookie the UI gets when opened with `?token=`; the desktop app always sets one.
@@ -103,9 +109,13 @@ pub use loaded::{ChatModel, ChatRoute, EmbeddingModel, LoadError, LoadedModels, 
 pub use queue::{QueueStats, Scheduler};
 
 use crate::ingest::roots::SourceRoots;
+use crate::jobs::{BackgroundRunner, JobQueue, JobRunner, RunnerOptions};
 use crate::llm::{DeviceChoice, Llm, LlmError};
 use crate::models::{ModelError, Registry};
 use crate::paths::Paths;
+
+/// How often a runner inside the server looks for due training jobs.
+pub const JOB_POLL: Duration = Duration::from_secs(5);
 
 /// How long shutdown waits for open connections after cancelling the generations.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -144,6 +154,9 @@ pub struct ServerOptions {
     pub max_file_bytes: u64,
     /// Most passages one file may give in an ingest started through the API.
     pub max_chunks_per_file: usize,
+    /// Run the training-job queue inside the server ([`crate::jobs::runner`]): what
+    /// the Training screen queues then trains here, on the chat models' device.
+    pub run_jobs: bool,
 }
 
 impl Default for ServerOptions {
@@ -162,6 +175,7 @@ impl Default for ServerOptions {
             allowed_origins: Vec::new(),
             max_file_bytes: crate::ingest::Limits::default().max_file_bytes,
             max_chunks_per_file: crate::ingest::pipeline::DEFAULT_MAX_CHUNKS_PER_FILE,
+            run_jobs: false,
         }
     }
 }
@@ -193,6 +207,22 @@ pub enum StartError {
     /// The catalog or the search index.
     #[error(transparent)]
     Library(#[from] LibraryError),
+    /// The training-job runner could not start.
+    #[error(transparent)]
+    Runner(#[from] RunnerStartError),
+}
+
+/// Why the training-job runner could not start inside the server.
+#[derive(Debug, thiserror::Error)]
+pub enum RunnerStartError {
+    /// Training jobs were asked for on a server without a catalog (no embedding model).
+    #[error(
+        "--run-jobs needs the catalog, which a server without an embedding model does not open"
+    )]
+    NoCatalog,
+    /// The runner's thread could not be started.
+    #[error("starting the training-job runner: {0}")]
+    Thread(#[from] std::io::Error),
 }
 
 /// What every handler shares: the models, the queue, the settings.
@@ -221,6 +251,8 @@ pub struct ServerState {
     pub ingest_jobs: library_api::IngestJobs,
     /// Datasets being drafted from a collection ([`datasets_api`]).
     pub synth_jobs: datasets_api::SynthJobs,
+    /// The training-job runner working inside this server (`run_jobs`).
+    pub job_runner: std::sync::Mutex<Option<BackgroundRunner>>,
 }
 
 impl ServerState {
@@ -247,6 +279,7 @@ impl ServerState {
             library,
             ingest_jobs: library_api::IngestJobs::default(),
             synth_jobs: datasets_api::SynthJobs::default(),
+            job_runner: std::sync::Mutex::new(None),
         })
     }
 
@@ -262,8 +295,9 @@ impl ServerState {
         let registry = Registry::open(&paths.models_dir)?;
         let device = choice.device.open()?;
         let (chat, embedding) = (choice.chat.clone(), choice.embedding.clone());
+        let load_device = device.clone();
         let models = tokio::task::spawn_blocking(move || {
-            LoadedModels::load(&registry, &chat, embedding.as_deref(), &device)
+            LoadedModels::load(&registry, &chat, embedding.as_deref(), &load_device)
         })
         .await
         .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
@@ -278,7 +312,46 @@ impl ServerState {
         options
             .adapters_dir
             .get_or_insert_with(|| paths.adapters_dir());
-        Ok(Self::with_library(models, options, library))
+        let run_jobs = options.run_jobs;
+        let state = Self::with_library(models, options, library);
+        if run_jobs {
+            state.start_job_runner(paths, device)?;
+        }
+        Ok(state)
+    }
+
+    /// Starts the training-job runner on a thread of its own, over this server's
+    /// catalog (the caller must be inside a multi-threaded Tokio runtime).
+    pub fn start_job_runner(
+        &self,
+        paths: &Paths,
+        device: candle_core::Device,
+    ) -> Result<(), RunnerStartError> {
+        let library = self.library.as_ref().ok_or(RunnerStartError::NoCatalog)?;
+        let runner = JobRunner::new(
+            JobQueue::new(library.catalog.clone()),
+            paths,
+            device,
+            tokio::runtime::Handle::current(),
+        );
+        let background = BackgroundRunner::spawn(
+            runner,
+            RunnerOptions {
+                once: false,
+                poll: JOB_POLL,
+            },
+        )?;
+        *self.job_runner.lock().expect("job runner lock") = Some(background);
+        Ok(())
+    }
+
+    /// Whether a training-job runner works inside this server.
+    pub fn runs_jobs(&self) -> bool {
+        self.job_runner
+            .lock()
+            .expect("job runner lock")
+            .as_ref()
+            .is_some_and(BackgroundRunner::is_running)
     }
 
     /// The context a request to `llm` may use: the model's, lowered by the server's
@@ -288,10 +361,22 @@ impl ServerState {
         self.options.context_length.map_or(model, |c| c.min(model))
     }
 
-    /// Stops taking work: queued requests get 503, running generations are cancelled.
+    /// Stops taking work: queued requests get 503, running generations are cancelled,
+    /// and a training job running here stops at its next step (with a checkpoint).
     pub fn shutdown(&self) {
         self.scheduler.shutdown();
         self.embed_slots.close();
+        if let Some(r) = self.job_runner.lock().expect("job runner lock").as_ref() {
+            r.request_stop();
+        }
+    }
+
+    /// Waits until the training-job runner (if any) has stopped. Blocking.
+    pub fn join_job_runner(&self) {
+        let runner = self.job_runner.lock().expect("job runner lock").take();
+        if let Some(r) = runner {
+            r.stop();
+        }
     }
 }
 
@@ -375,6 +460,7 @@ pub async fn health(State(state): State<Arc<ServerState>>) -> Json<Value> {
         "status": status,
         "version": env!("CARGO_PKG_VERSION"),
         "models": {"chat": chat, "embedding": embedding},
+        "training_runner": state.runs_jobs(),
         "queue": state.scheduler.stats(),
         "uptime_s": state.started.elapsed().as_secs(),
     }))
@@ -420,6 +506,7 @@ pub async fn serve(
         st.shutdown();
         let _ = fired_tx.send(true);
     };
+    let runner_state = state.clone();
     let server = axum::serve(listener, router(state))
         .with_graceful_shutdown(signal)
         .into_future();
@@ -429,11 +516,14 @@ pub async fn serve(
         }
         tokio::time::sleep(SHUTDOWN_GRACE).await;
     };
-    tokio::select! {
+    let served = tokio::select! {
         r = server => r,
         () = deadline => {
             tracing::warn!("connections still open {SHUTDOWN_GRACE:?} after shutdown; closing them");
             Ok(())
         }
-    }
+    };
+    // A training job running here checkpoints at its next step before the process ends.
+    let _ = tokio::task::spawn_blocking(move || runner_state.join_job_runner()).await;
+    served
 }

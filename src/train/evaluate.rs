@@ -103,6 +103,16 @@ pub enum Verdict {
 }
 
 impl Verdict {
+    /// The word in `report.json` (`better`, `worse`, `mixed`, `no_change`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Better => "better",
+            Verdict::Worse => "worse",
+            Verdict::Mixed => "mixed",
+            Verdict::NoChange => "no_change",
+        }
+    }
+
     /// The verdict in a sentence, English then Japanese.
     pub fn sentence(self) -> &'static str {
         match self {

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 pub struct Server {
     pub child: Child,
     pub addr: String,
-    _data: tempfile::TempDir,
+    data: Option<tempfile::TempDir>,
 }
 
 impl Server {
@@ -65,7 +65,7 @@ impl Server {
         let server = Server {
             child,
             addr,
-            _data: data,
+            data: Some(data),
         };
         let (status, health) = server.get("/api/health");
         assert_eq!(status, 200, "{health}");
@@ -148,6 +148,19 @@ impl Server {
 
     pub fn pid(&self) -> String {
         self.child.id().to_string()
+    }
+
+    /// The server's data folder.
+    pub fn data_dir(&self) -> &std::path::Path {
+        self.data.as_ref().expect("data folder").path()
+    }
+
+    /// Kills the server with SIGKILL (no shutdown of any kind) and hands back its
+    /// data folder, to start another server over it.
+    pub fn kill(mut self) -> tempfile::TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.data.take().expect("data folder")
     }
 }
 

@@ -1,7 +1,8 @@
 // Training (IT staff): the LoRA job queue with live progress (state, step, loss,
 // tokens/s, time left), the loss curve of the selected job, cancel / resume, and a
 // form to submit a job.toml with a start time. Polls the server every few seconds;
-// the training itself runs in `kura jobs run` (see src/server/jobs_api.rs).
+// the training itself runs in a runner: inside the server (`--run-jobs`, the desktop
+// app) or `kura jobs run` (see src/server/jobs_api.rs).
 import { useCallback, useEffect, useState } from "react";
 import {
   api,

@@ -107,7 +107,7 @@ const ja = {
   caveat: "注記",
 
   trainingTitle: "学習（LoRA ファインチューニング）",
-  trainingBody: "社内の Q&A データでモデルを LoRA 調整します。ジョブはキューに入り、学習ランナー（kura jobs run）が開始時刻に実行します。",
+  trainingBody: "社内の Q&A データでモデルを LoRA 調整します。ジョブはキューに入り、開始時刻に学習ランナー（デスクトップアプリ、kura serve --run-jobs、または kura jobs run）が実行します。",
   trainingJobs: "学習ジョブ",
   noTrainingJobs: "学習ジョブはまだありません。",
   jobName: "ジョブ",
@@ -268,7 +268,7 @@ const en: Dict = {
   caveat: "Note",
 
   trainingTitle: "Training (LoRA fine-tuning)",
-  trainingBody: "Tune the model on your own Q&A data with LoRA. Jobs are queued and run by the training runner (kura jobs run) at their start time.",
+  trainingBody: "Tune the model on your own Q&A data with LoRA. Jobs are queued and run at their start time by the training runner (the desktop app, kura serve --run-jobs, or kura jobs run).",
   trainingJobs: "Training jobs",
   noTrainingJobs: "No training jobs yet.",
   jobName: "Job",
