@@ -1,9 +1,9 @@
 //! Building blocks shared by the architectures: RMSNorm, rotary position embeddings,
 //! the per-sequence KV cache and grouped-query attention.
 //!
-//! Each architecture file (`qwen2.rs`, `llama.rs`) wires these together in its own
-//! `forward`, so a reader can still follow one model in one file; only the pieces that
-//! are identical across families live here.
+//! The decoder (`decoder.rs`) wires these together in the one `forward` that every
+//! architecture runs; each piece stays small enough here to check on its own, and
+//! [`DecoderView`] hands their weights to the hand-written CPU training step.
 //!
 //! Each piece has a fused form for inference and a *differentiable* form for the LoRA
 //! trainer (`*_differentiable`, [`attention_differentiable`]). candle-nn's fused
@@ -60,7 +60,7 @@ impl RmsNorm {
 
 /// A borrowed view of a dense decoder (a training copy made by `to_dense`), in the order
 /// its forward pass uses the weights: what a hand-written training step needs
-/// (`crate::train::cpu_step`) without reaching into each architecture's fields.
+/// (`crate::train::cpu_step`) without reaching into the decoder's fields.
 #[derive(Debug)]
 pub struct DecoderView<'a> {
     /// The dequantized embedding table `[vocab, hidden]`.

@@ -2,540 +2,61 @@
 //!
 //! Per block: `x += Attn(RMSNorm(x))`, `x += MLP(RMSNorm(x))`, with grouped-query
 //! attention (SmolLM2-135M: 9 query heads share 3 K/V heads), no biases, and a SwiGLU
-//! MLP. One detail differs from the Hugging Face checkpoints: llama.cpp's converter
-//! permutes the rows of `attn_q`/`attn_k` so that rotary embeddings apply to
-//! *interleaved* pairs `(2i, 2i+1)` instead of halves — so GGUF Llama weights must be
-//! used with interleaved RoPE (`rope_i`), exactly as candle-transformers'
-//! `quantized_llama` does. The output projection is tied to the token embeddings when
-//! the file has no `output.weight` (SmolLM2). Mixture-of-experts variants are not
-//! supported. Every projection is a LoRA-capable [`Linear`].
+//! MLP — the shared [`Decoder`] with [`FAMILY`]'s settings. One detail differs from the
+//! Hugging Face checkpoints: llama.cpp's converter permutes the rows of
+//! `attn_q`/`attn_k` so that rotary embeddings apply to *interleaved* pairs
+//! `(2i, 2i+1)` instead of halves — so GGUF Llama weights must be used with interleaved
+//! RoPE (`rope_i`), exactly as candle-transformers' `quantized_llama` does. The output
+//! projection is tied to the token embeddings when the file has no `output.weight`
+//! (SmolLM2). Mixture-of-experts variants and partial rotary embeddings are refused
+//! when the file is read, not discovered as wrong answers later.
 
-use super::error::{LlmError, Result};
+use super::decoder::{invalid_metadata, Config, Decoder, Family};
+use super::error::Result;
 use super::gguf::GgufFile;
-use super::layers::{self, KvCache, RmsNorm, RopeStyle, Rotary};
-use super::linear::{AdapterId, Linear, LoraDropout};
-use candle_core::quantized::QTensor;
-use candle_core::{DType, Device, Tensor};
-use std::sync::Arc;
+use super::layers::RopeStyle;
+use candle_core::Device;
 
-/// Hyper-parameters, read from `llama.*` metadata.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Config {
-    /// Vocabulary size (rows of the embedding).
-    pub vocab_size: usize,
-    /// Hidden size.
-    pub hidden_size: usize,
-    /// MLP inner size.
-    pub intermediate_size: usize,
-    /// Number of decoder blocks.
-    pub num_layers: usize,
-    /// Query heads.
-    pub num_heads: usize,
-    /// Key/value heads (grouped-query attention).
-    pub num_kv_heads: usize,
-    /// Size of one head.
-    pub head_dim: usize,
-    /// RoPE base.
-    pub rope_theta: f32,
-    /// RMSNorm epsilon.
-    pub rms_norm_eps: f32,
-    /// Trained context length.
-    pub context_length: usize,
-}
+/// How Llama GGUFs describe the decoder: `llama.*` metadata (RoPE base 10,000, RMSNorm
+/// epsilon 1e-5 and a 4,096-token context when absent), no q/k/v biases, interleaved
+/// RoPE.
+pub const FAMILY: Family = Family {
+    metadata_prefix: "llama",
+    default_rope_theta: 10_000.0,
+    default_rms_norm_eps: 1e-5,
+    default_context_length: 4_096,
+    qkv_bias: false,
+    rope_style: RopeStyle::Interleaved,
+};
 
-impl Config {
-    /// Reads the configuration from a GGUF file's metadata.
-    pub fn from_gguf(file: &GgufFile) -> Result<Self> {
-        let p = "llama";
-        let hidden_size = file.u32(&format!("{p}.embedding_length"))? as usize;
-        let num_heads = file.u32(&format!("{p}.attention.head_count"))? as usize;
-        let num_kv_heads = file
-            .u32_opt(&format!("{p}.attention.head_count_kv"))?
-            .map_or(num_heads, |n| n as usize);
-        let (vocab_size, embd) = match file.tensor_info("token_embd.weight") {
-            Some((_, dims)) if dims.len() == 2 => (dims[0], dims[1]),
-            _ => {
-                return Err(LlmError::MissingTensor {
-                    path: file.path().to_path_buf(),
-                    name: "token_embd.weight".into(),
-                })
-            }
-        };
-        let invalid = |key: &str, reason: String| LlmError::InvalidMetadata {
-            path: file.path().to_path_buf(),
-            key: key.to_string(),
-            reason,
-        };
-        if num_heads == 0
-            || num_kv_heads == 0
-            || !hidden_size.is_multiple_of(num_heads)
-            || !num_heads.is_multiple_of(num_kv_heads)
-        {
-            return Err(invalid(
-                "llama.attention.head_count",
-                format!("{num_heads} heads / {num_kv_heads} KV heads do not divide hidden size {hidden_size}"),
-            ));
-        }
-        if embd != hidden_size {
-            return Err(invalid(
-                "llama.embedding_length",
-                format!("{hidden_size}, but token_embd.weight has {embd} columns"),
-            ));
-        }
-        if file.u32_opt(&format!("{p}.expert_count"))?.unwrap_or(0) > 1 {
-            return Err(invalid(
-                "llama.expert_count",
-                "mixture-of-experts Llama models are not supported".into(),
-            ));
-        }
-        let head_dim = hidden_size / num_heads;
-        if let Some(rope_dim) = file.u32_opt(&format!("{p}.rope.dimension_count"))? {
-            if rope_dim as usize != head_dim {
-                return Err(invalid(
-                    "llama.rope.dimension_count",
-                    format!("{rope_dim}: partial rotary embeddings (head size {head_dim}) are not supported"),
-                ));
-            }
-        }
-        Ok(Self {
-            vocab_size,
-            hidden_size,
-            intermediate_size: file.u32(&format!("{p}.feed_forward_length"))? as usize,
-            num_layers: file.u32(&format!("{p}.block_count"))? as usize,
-            num_heads,
-            num_kv_heads,
-            head_dim,
-            rope_theta: file
-                .f32_opt(&format!("{p}.rope.freq_base"))?
-                .unwrap_or(10_000.0),
-            rms_norm_eps: file
-                .f32_opt(&format!("{p}.attention.layer_norm_rms_epsilon"))?
-                .unwrap_or(1e-5),
-            context_length: file
-                .u32_opt(&format!("{p}.context_length"))?
-                .map_or(4_096, |n| n as usize),
-        })
+/// Reads the configuration from a Llama GGUF file's metadata, refusing what the
+/// decoder does not implement (experts, partial rotary embeddings).
+pub fn config(file: &GgufFile) -> Result<Config> {
+    let c = Config::from_gguf(file, &FAMILY)?;
+    if file.u32_opt("llama.expert_count")?.unwrap_or(0) > 1 {
+        return Err(invalid_metadata(
+            file,
+            "llama.expert_count",
+            "mixture-of-experts Llama models are not supported".into(),
+        ));
     }
-}
-
-#[derive(Debug, Clone)]
-struct Attention {
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    o: Linear,
-    num_heads: usize,
-    num_kv_heads: usize,
-    head_dim: usize,
-}
-
-impl Attention {
-    fn forward(
-        &self,
-        x: &Tensor,
-        start: usize,
-        rotary: &Rotary,
-        mask: Option<&Tensor>,
-        cache: &mut KvCache,
-        adapters: &[AdapterId],
-    ) -> Result<Tensor> {
-        let (b, seq, _) = x.dims3()?;
-        let q = self.q.forward(x, adapters)?;
-        let k = self.k.forward(x, adapters)?;
-        let v = self.v.forward(x, adapters)?;
-        let q = q
-            .reshape((b, seq, self.num_heads, self.head_dim))?
-            .transpose(1, 2)?;
-        let k = k
-            .reshape((b, seq, self.num_kv_heads, self.head_dim))?
-            .transpose(1, 2)?;
-        let v = v
-            .reshape((b, seq, self.num_kv_heads, self.head_dim))?
-            .transpose(1, 2)?;
-        let q = rotary.apply(&q, start)?;
-        let k = rotary.apply(&k, start)?;
-        let (k, v) = cache.append(&k, &v)?;
-        let y = layers::attention(&q, &k, &v, mask)?;
-        self.o.forward(&y, adapters)
-    }
-    /// The training forward over whole sequences (positions `0..seq`, no cache),
-    /// differentiable end to end.
-    fn forward_train(
-        &self,
-        x: &Tensor,
-        rotary: &Rotary,
-        mask: Option<&Tensor>,
-        adapters: &[AdapterId],
-        dropout: Option<&LoraDropout>,
-    ) -> Result<Tensor> {
-        let (b, seq, _) = x.dims3()?;
-        let q = self.q.forward_train(x, adapters, dropout)?;
-        let k = self.k.forward_train(x, adapters, dropout)?;
-        let v = self.v.forward_train(x, adapters, dropout)?;
-        let q = q
-            .reshape((b, seq, self.num_heads, self.head_dim))?
-            .transpose(1, 2)?;
-        let k = k
-            .reshape((b, seq, self.num_kv_heads, self.head_dim))?
-            .transpose(1, 2)?;
-        let v = v
-            .reshape((b, seq, self.num_kv_heads, self.head_dim))?
-            .transpose(1, 2)?;
-        let q = rotary.apply_differentiable(&q)?;
-        let k = rotary.apply_differentiable(&k)?;
-        let y = layers::attention_differentiable(&q, &k, &v, mask)?;
-        self.o.forward_train(&y, adapters, dropout)
-    }
-
-    fn to_dense(&self, dtype: DType) -> Result<Self> {
-        Ok(Self {
-            q: self.q.to_dense(dtype)?,
-            k: self.k.to_dense(dtype)?,
-            v: self.v.to_dense(dtype)?,
-            o: self.o.to_dense(dtype)?,
-            ..self.clone()
-        })
-    }
-}
-
-#[derive(Debug, Clone)]
-struct Mlp {
-    gate: Linear,
-    up: Linear,
-    down: Linear,
-}
-
-impl Mlp {
-    fn forward(&self, x: &Tensor, adapters: &[AdapterId]) -> Result<Tensor> {
-        let h = layers::swiglu(
-            &self.gate.forward(x, adapters)?,
-            &self.up.forward(x, adapters)?,
-        )?;
-        self.down.forward(&h, adapters)
-    }
-    fn forward_train(
-        &self,
-        x: &Tensor,
-        adapters: &[AdapterId],
-        dropout: Option<&LoraDropout>,
-    ) -> Result<Tensor> {
-        let gate = self.gate.forward_train(x, adapters, dropout)?;
-        let up = self.up.forward_train(x, adapters, dropout)?;
-        // `Tensor::silu` is a unary op with a backward pass.
-        self.down
-            .forward_train(&(gate.silu()? * up)?, adapters, dropout)
-    }
-
-    fn to_dense(&self, dtype: DType) -> Result<Self> {
-        Ok(Self {
-            gate: self.gate.to_dense(dtype)?,
-            up: self.up.to_dense(dtype)?,
-            down: self.down.to_dense(dtype)?,
-        })
-    }
-}
-
-#[derive(Debug, Clone)]
-struct Block {
-    attn_norm: RmsNorm,
-    attn: Attention,
-    ffn_norm: RmsNorm,
-    mlp: Mlp,
-}
-
-/// A loaded Llama-family model: weights only; per-sequence state lives in the caller's caches.
-#[derive(Debug, Clone)]
-pub struct Model {
-    config: Config,
-    embed: Arc<QTensor>,
-    blocks: Vec<Block>,
-    norm: RmsNorm,
-    lm_head: Linear,
-    rotary: Rotary,
-    device: Device,
-    /// The dequantized embedding table (training copies only, see `to_dense`).
-    embed_dense: Option<Tensor>,
-}
-
-fn vector(file: &mut GgufFile, name: &str, len: usize, device: &Device) -> Result<Tensor> {
-    Ok(file
-        .tensor_shaped(name, &[len], device)?
-        .dequantize(device)?)
-}
-
-fn linear(
-    file: &mut GgufFile,
-    prefix: &str,
-    out_dim: usize,
-    in_dim: usize,
-    bias: bool,
-    device: &Device,
-) -> Result<Linear> {
-    let w = file.tensor_shaped(&format!("{prefix}.weight"), &[out_dim, in_dim], device)?;
-    let b = if bias {
-        Some(vector(file, &format!("{prefix}.bias"), out_dim, device)?)
-    } else {
-        None
-    };
-    Linear::new(prefix, Arc::new(w), b)
-}
-
-impl Model {
-    /// Loads the weights from an open GGUF file.
-    pub fn load(file: &mut GgufFile, device: &Device) -> Result<Self> {
-        let c = Config::from_gguf(file)?;
-        let (h, kv) = (c.hidden_size, c.num_kv_heads * c.head_dim);
-        let embed =
-            Arc::new(file.tensor_shaped("token_embd.weight", &[c.vocab_size, h], device)?);
-        let mut blocks = Vec::with_capacity(c.num_layers);
-        for i in 0..c.num_layers {
-            let p = format!("blk.{i}");
-            blocks.push(Block {
-                attn_norm: RmsNorm::new(
-                    vector(file, &format!("{p}.attn_norm.weight"), h, device)?,
-                    c.rms_norm_eps,
+    if let Some(rope_dim) = file.u32_opt("llama.rope.dimension_count")? {
+        if rope_dim as usize != c.head_dim {
+            return Err(invalid_metadata(
+                file,
+                "llama.rope.dimension_count",
+                format!(
+                    "{rope_dim}: partial rotary embeddings (head size {}) are not supported",
+                    c.head_dim
                 ),
-                attn: Attention {
-                    q: linear(file, &format!("{p}.attn_q"), h, h, false, device)?,
-                    k: linear(file, &format!("{p}.attn_k"), kv, h, false, device)?,
-                    v: linear(file, &format!("{p}.attn_v"), kv, h, false, device)?,
-                    o: linear(file, &format!("{p}.attn_output"), h, h, false, device)?,
-                    num_heads: c.num_heads,
-                    num_kv_heads: c.num_kv_heads,
-                    head_dim: c.head_dim,
-                },
-                ffn_norm: RmsNorm::new(
-                    vector(file, &format!("{p}.ffn_norm.weight"), h, device)?,
-                    c.rms_norm_eps,
-                ),
-                mlp: Mlp {
-                    gate: linear(
-                        file,
-                        &format!("{p}.ffn_gate"),
-                        c.intermediate_size,
-                        h,
-                        false,
-                        device,
-                    )?,
-                    up: linear(
-                        file,
-                        &format!("{p}.ffn_up"),
-                        c.intermediate_size,
-                        h,
-                        false,
-                        device,
-                    )?,
-                    down: linear(
-                        file,
-                        &format!("{p}.ffn_down"),
-                        h,
-                        c.intermediate_size,
-                        false,
-                        device,
-                    )?,
-                },
-            });
+            ));
         }
-        let norm = RmsNorm::new(
-            vector(file, "output_norm.weight", h, device)?,
-            c.rms_norm_eps,
-        );
-        let lm_head = if file.has_tensor("output.weight") {
-            linear(file, "output", c.vocab_size, h, false, device)?
-        } else {
-            Linear::new("token_embd", embed.clone(), None)?
-        };
-        let rotary = Rotary::new(
-            c.head_dim,
-            c.rope_theta,
-            c.context_length,
-            RopeStyle::Interleaved,
-            device,
-        )?;
-        Ok(Self {
-            config: c,
-            embed,
-            blocks,
-            norm,
-            lm_head,
-            rotary,
-            device: device.clone(),
-            embed_dense: None,
-        })
     }
+    Ok(c)
+}
 
-    /// The configuration.
-    pub fn config(&self) -> &Config {
-        &self.config
-    }
-
-    /// The device the weights live on.
-    pub fn device(&self) -> &Device {
-        &self.device
-    }
-
-    /// Fresh per-sequence caches, one per block.
-    pub fn new_caches(&self) -> Vec<KvCache> {
-        vec![KvCache::new(); self.blocks.len()]
-    }
-
-    /// Runs `tokens` at positions `start..` through the blocks, appending to `caches`,
-    /// and returns the final-normed hidden states `[1, seq, hidden]`.
-    pub fn forward_hidden(
-        &self,
-        tokens: &[u32],
-        start: usize,
-        caches: &mut [KvCache],
-        adapters: &[AdapterId],
-    ) -> Result<Tensor> {
-        let seq = tokens.len();
-        let ids = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
-        let mut x = self.embed.embedding(&ids)?;
-        let mask = if seq > 1 {
-            Some(layers::causal_mask(seq, start, &self.device)?)
-        } else {
-            None
-        };
-        for (block, cache) in self.blocks.iter().zip(caches.iter_mut()) {
-            let h = block.attn_norm.forward(&x)?;
-            let h = block
-                .attn
-                .forward(&h, start, &self.rotary, mask.as_ref(), cache, adapters)?;
-            x = (x + h)?;
-            let h = block.ffn_norm.forward(&x)?;
-            let h = block.mlp.forward(&h, adapters)?;
-            x = (x + h)?;
-        }
-        self.norm.forward(&x)
-    }
-
-    /// Logits `[1, 1, vocab]` for the last of `tokens`.
-    pub fn forward(
-        &self,
-        tokens: &[u32],
-        start: usize,
-        caches: &mut [KvCache],
-        adapters: &[AdapterId],
-    ) -> Result<Tensor> {
-        let h = self.forward_hidden(tokens, start, caches, adapters)?;
-        self.lm_head.forward(&layers::last_position(&h)?, adapters)
-    }
-
-    /// A training copy: every projection, the norms and the embedding table
-    /// dequantized to `dtype` (QLoRA: the frozen base is the served GGUF's weights),
-    /// without adapters. A tied output projection shares the embedding's memory.
-    pub fn to_dense(&self, dtype: DType) -> Result<Self> {
-        let embed = self.embed.dequantize(&self.device)?.to_dtype(dtype)?;
-        let lm_head = if self.lm_head.name() == "token_embd" {
-            self.lm_head.with_dense_weight(embed.clone())?
-        } else {
-            self.lm_head.to_dense(dtype)?
-        };
-        let blocks = self
-            .blocks
-            .iter()
-            .map(|b| {
-                Ok(Block {
-                    attn_norm: b.attn_norm.to_dtype(dtype)?,
-                    attn: b.attn.to_dense(dtype)?,
-                    ffn_norm: b.ffn_norm.to_dtype(dtype)?,
-                    mlp: b.mlp.to_dense(dtype)?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Self {
-            config: self.config.clone(),
-            embed: self.embed.clone(),
-            blocks,
-            norm: self.norm.to_dtype(dtype)?,
-            lm_head,
-            rotary: self.rotary.clone(),
-            device: self.device.clone(),
-            embed_dense: Some(embed),
-        })
-    }
-
-    /// The training forward: `ids: [batch, seq]` (u32, positions `0..seq`, right
-    /// padding is harmless under the causal mask) → final-normed hidden states
-    /// `[batch, seq, hidden]`, differentiable with respect to every adapter. Needs a
-    /// copy made by [`Model::to_dense`].
-    pub fn forward_train_hidden(
-        &self,
-        ids: &Tensor,
-        adapters: &[AdapterId],
-        dropout: Option<&LoraDropout>,
-    ) -> Result<Tensor> {
-        let embed = self.embed_dense.as_ref().ok_or_else(|| {
-            LlmError::InvalidArgument(
-                "the training forward needs a dense copy of the model (to_dense)".into(),
-            )
-        })?;
-        let (b, seq) = ids.dims2()?;
-        let mut x = embed.index_select(&ids.flatten_all()?, 0)?.reshape((
-            b,
-            seq,
-            self.config.hidden_size,
-        ))?;
-        let mask = if seq > 1 {
-            Some(layers::causal_mask(seq, 0, &self.device)?)
-        } else {
-            None
-        };
-        for block in &self.blocks {
-            let h = block.attn_norm.forward_differentiable(&x)?;
-            let h = block
-                .attn
-                .forward_train(&h, &self.rotary, mask.as_ref(), adapters, dropout)?;
-            x = (x + h)?;
-            let h = block.ffn_norm.forward_differentiable(&x)?;
-            let h = block.mlp.forward_train(&h, adapters, dropout)?;
-            x = (x + h)?;
-        }
-        self.norm.forward_differentiable(&x)
-    }
-
-    /// The weights of a training copy (from [`Model::to_dense`]) as a
-    /// [`layers::DecoderView`]; `None` for a quantized model.
-    pub fn decoder_view(&self) -> Option<layers::DecoderView<'_>> {
-        Some(layers::DecoderView {
-            embed: self.embed_dense.as_ref()?,
-            blocks: self
-                .blocks
-                .iter()
-                .map(|b| layers::BlockView {
-                    attn_norm: &b.attn_norm,
-                    q: &b.attn.q,
-                    k: &b.attn.k,
-                    v: &b.attn.v,
-                    o: &b.attn.o,
-                    ffn_norm: &b.ffn_norm,
-                    gate: &b.mlp.gate,
-                    up: &b.mlp.up,
-                    down: &b.mlp.down,
-                })
-                .collect(),
-            norm: &self.norm,
-            lm_head: &self.lm_head,
-            rotary: &self.rotary,
-            num_heads: self.config.num_heads,
-            num_kv_heads: self.config.num_kv_heads,
-            head_dim: self.config.head_dim,
-        })
-    }
-
-    /// The output projection (tied to the embeddings when the file has no
-    /// `output.weight`).
-    pub fn lm_head(&self) -> &Linear {
-        &self.lm_head
-    }
-
-    /// Every LoRA-capable projection, for attaching adapters.
-    pub fn linears_mut(&mut self) -> Vec<&mut Linear> {
-        let mut out = Vec::with_capacity(self.blocks.len() * 7);
-        for b in &mut self.blocks {
-            out.extend([&mut b.attn.q, &mut b.attn.k, &mut b.attn.v, &mut b.attn.o]);
-            out.extend([&mut b.mlp.gate, &mut b.mlp.up, &mut b.mlp.down]);
-        }
-        out
-    }
+/// Loads a Llama-family model from an open GGUF file.
+pub fn load(file: &mut GgufFile, device: &Device) -> Result<Decoder> {
+    let c = config(file)?;
+    Decoder::load(file, c, device)
 }

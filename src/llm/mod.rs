@@ -1,4 +1,4 @@
-//! The local LLM engine: GGUF loading, our own transformer per architecture,
+//! The local LLM engine: GGUF loading, one transformer decoder for every architecture,
 //! tokenizer and chat template from the model file, sampling and streaming generation.
 //!
 //! Why our own code rather than candle-transformers' quantized models: those keep the
@@ -22,7 +22,8 @@
 //! | `linear.rs` | [`Linear`]: quantized weight + bias + LoRA adapters |
 //! | `decode_attention.rs` | one new token's attention over the KV cache (AVX-512) |
 //! | `layers.rs` | RMSNorm, RoPE, KV cache, grouped-query attention |
-//! | `qwen2.rs`, `llama.rs` | one architecture each |
+//! | `decoder.rs` | [`Decoder`](decoder::Decoder): the pre-norm GQA + SwiGLU decoder, inference and training forward, configured by a [`Family`](decoder::Family) |
+//! | `qwen2.rs`, `llama.rs` | one architecture each: its metadata prefix, defaults, biases, RoPE style and checks |
 //! | `model.rs` | [`Model`] over the architectures, [`Session`] |
 //! | `simd.rs` | 512-bit `exp` and softmax row sums shared by the kernels |
 //! | `sampling.rs` | [`Sampler`]: greedy, temperature, top-k/p, min-p, repetition penalty |
@@ -42,6 +43,7 @@
 //! ```
 
 pub mod decode_attention;
+pub mod decoder;
 mod device;
 mod error;
 pub mod fixtures;

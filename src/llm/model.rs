@@ -6,6 +6,7 @@
 //! the tokens it holds — lives in a [`Session`] that the caller owns. Two requests with
 //! two sessions never see each other's state.
 
+use super::decoder::Decoder;
 use super::error::{LlmError, Result};
 use super::gguf::GgufFile;
 use super::layers::{self, KvCache};
@@ -64,9 +65,24 @@ static NEXT_MODEL_ID: AtomicU64 = AtomicU64::new(1);
 #[derive(Debug, Clone)]
 pub enum Architecture {
     /// Qwen2 / Qwen2.5.
-    Qwen2(qwen2::Model),
+    Qwen2(Decoder),
     /// Llama-family (Llama 2/3, SmolLM2).
-    Llama(llama::Model),
+    Llama(Decoder),
+}
+
+impl Architecture {
+    /// The decoder, whichever family it belongs to.
+    pub fn decoder(&self) -> &Decoder {
+        match self {
+            Self::Qwen2(d) | Self::Llama(d) => d,
+        }
+    }
+
+    fn decoder_mut(&mut self) -> &mut Decoder {
+        match self {
+            Self::Qwen2(d) | Self::Llama(d) => d,
+        }
+    }
 }
 
 /// Facts about a loaded model that callers need (context size, vocabulary, …).
@@ -170,39 +186,24 @@ impl Model {
     pub fn from_gguf(file: &mut GgufFile, device: &Device) -> Result<Self> {
         let arch_name = file.architecture()?.to_string();
         let name = file.string_opt("general.name")?.map(str::to_string);
-        let (arch, info) = match arch_name.as_str() {
-            "qwen2" => {
-                let m = qwen2::Model::load(file, device)?;
-                let c = m.config();
-                let info = ModelInfo {
-                    architecture: arch_name.clone(),
-                    name,
-                    context_length: c.context_length,
-                    vocab_size: c.vocab_size,
-                    num_layers: c.num_layers,
-                    hidden_size: c.hidden_size,
-                };
-                (Architecture::Qwen2(m), info)
-            }
-            "llama" => {
-                let m = llama::Model::load(file, device)?;
-                let c = m.config();
-                let info = ModelInfo {
-                    architecture: arch_name.clone(),
-                    name,
-                    context_length: c.context_length,
-                    vocab_size: c.vocab_size,
-                    num_layers: c.num_layers,
-                    hidden_size: c.hidden_size,
-                };
-                (Architecture::Llama(m), info)
-            }
+        let arch = match arch_name.as_str() {
+            "qwen2" => Architecture::Qwen2(qwen2::load(file, device)?),
+            "llama" => Architecture::Llama(llama::load(file, device)?),
             _ => {
                 return Err(LlmError::UnsupportedArchitecture {
                     path: file.path().to_path_buf(),
                     arch: arch_name,
                 })
             }
+        };
+        let c = arch.decoder().config();
+        let info = ModelInfo {
+            architecture: arch_name,
+            name,
+            context_length: c.context_length,
+            vocab_size: c.vocab_size,
+            num_layers: c.num_layers,
+            hidden_size: c.hidden_size,
         };
         Ok(Self {
             arch,
@@ -225,18 +226,12 @@ impl Model {
 
     /// The device the weights live on.
     pub fn device(&self) -> &Device {
-        match &self.arch {
-            Architecture::Qwen2(m) => m.device(),
-            Architecture::Llama(m) => m.device(),
-        }
+        self.arch.decoder().device()
     }
 
     /// A new, empty session for this model.
     pub fn new_session(&self) -> Session {
-        let caches = match &self.arch {
-            Architecture::Qwen2(m) => m.new_caches(),
-            Architecture::Llama(m) => m.new_caches(),
-        };
+        let caches = self.arch.decoder().new_caches();
         Session {
             model_id: self.id,
             caches,
@@ -300,10 +295,10 @@ impl Model {
             }
             let start = session.len();
             let adapters = session.adapters.clone();
-            let out = match &self.arch {
-                Architecture::Qwen2(m) => m.forward(chunk, start, &mut session.caches, &adapters),
-                Architecture::Llama(m) => m.forward(chunk, start, &mut session.caches, &adapters),
-            };
+            let out = self
+                .arch
+                .decoder()
+                .forward(chunk, start, &mut session.caches, &adapters);
             match out {
                 Ok(l) => {
                     session.tokens.extend_from_slice(chunk);
@@ -355,35 +350,25 @@ impl Model {
         adapters: &[AdapterId],
         dropout: Option<&LoraDropout>,
     ) -> Result<Tensor> {
-        match &self.arch {
-            Architecture::Qwen2(m) => m.forward_train_hidden(ids, adapters, dropout),
-            Architecture::Llama(m) => m.forward_train_hidden(ids, adapters, dropout),
-        }
+        self.arch
+            .decoder()
+            .forward_train_hidden(ids, adapters, dropout)
     }
 
     /// The weights of a training copy (see [`Model::to_training`]) in forward order;
     /// `None` for a quantized model.
     pub fn decoder_view(&self) -> Option<super::layers::DecoderView<'_>> {
-        match &self.arch {
-            Architecture::Qwen2(m) => m.decoder_view(),
-            Architecture::Llama(m) => m.decoder_view(),
-        }
+        self.arch.decoder().decoder_view()
     }
 
     /// The output projection (hidden → vocabulary logits).
     pub fn lm_head(&self) -> &Linear {
-        match &self.arch {
-            Architecture::Qwen2(m) => m.lm_head(),
-            Architecture::Llama(m) => m.lm_head(),
-        }
+        self.arch.decoder().lm_head()
     }
 
     /// Every LoRA-capable projection of the model (`blk.N.attn_q`, …, `blk.N.ffn_down`).
     pub fn linears_mut(&mut self) -> Vec<&mut Linear> {
-        match &mut self.arch {
-            Architecture::Qwen2(m) => m.linears_mut(),
-            Architecture::Llama(m) => m.linears_mut(),
-        }
+        self.arch.decoder_mut().linears_mut()
     }
 
     /// Attaches a LoRA adapter under `name`: `weights` maps layer names

@@ -40,6 +40,7 @@
 //! ```
 
 use super::TrainError;
+use crate::llm::layers::RopeStyle;
 use crate::llm::{llama, qwen2, GgufFile, LlmError, MetadataValue};
 use candle_core::{DType, Device, Tensor};
 use serde_json::json;
@@ -81,51 +82,34 @@ struct Shape {
 
 impl Shape {
     fn of(file: &GgufFile) -> Result<Self, TrainError> {
-        match file.architecture()? {
-            "qwen2" => {
-                let c = qwen2::Config::from_gguf(file)?;
-                Ok(Self {
-                    hf_arch: "Qwen2ForCausalLM",
-                    model_type: "qwen2",
-                    vocab: c.vocab_size,
-                    hidden: c.hidden_size,
-                    ffn: c.intermediate_size,
-                    layers: c.num_layers,
-                    heads: c.num_heads,
-                    kv_heads: c.num_kv_heads,
-                    head_dim: c.head_dim,
-                    rope_theta: c.rope_theta,
-                    rms_eps: c.rms_norm_eps,
-                    context: c.context_length,
-                    qkv_bias: true,
-                    permuted_qk: false,
-                })
+        let (c, hf_arch, model_type) = match file.architecture()? {
+            "qwen2" => (qwen2::config(file)?, "Qwen2ForCausalLM", "qwen2"),
+            "llama" => (llama::config(file)?, "LlamaForCausalLM", "llama"),
+            other => {
+                return Err(LlmError::UnsupportedArchitecture {
+                    path: file.path().to_path_buf(),
+                    arch: other.to_string(),
+                }
+                .into())
             }
-            "llama" => {
-                let c = llama::Config::from_gguf(file)?;
-                Ok(Self {
-                    hf_arch: "LlamaForCausalLM",
-                    model_type: "llama",
-                    vocab: c.vocab_size,
-                    hidden: c.hidden_size,
-                    ffn: c.intermediate_size,
-                    layers: c.num_layers,
-                    heads: c.num_heads,
-                    kv_heads: c.num_kv_heads,
-                    head_dim: c.head_dim,
-                    rope_theta: c.rope_theta,
-                    rms_eps: c.rms_norm_eps,
-                    context: c.context_length,
-                    qkv_bias: false,
-                    permuted_qk: true,
-                })
-            }
-            other => Err(LlmError::UnsupportedArchitecture {
-                path: file.path().to_path_buf(),
-                arch: other.to_string(),
-            }
-            .into()),
-        }
+        };
+        Ok(Self {
+            hf_arch,
+            model_type,
+            vocab: c.vocab_size,
+            hidden: c.hidden_size,
+            ffn: c.intermediate_size,
+            layers: c.num_layers,
+            heads: c.num_heads,
+            kv_heads: c.num_kv_heads,
+            head_dim: c.head_dim,
+            rope_theta: c.rope_theta,
+            rms_eps: c.rms_norm_eps,
+            context: c.context_length,
+            qkv_bias: c.qkv_bias,
+            // llama.cpp permutes q/k rows exactly where it stores interleaved RoPE.
+            permuted_qk: c.rope_style == RopeStyle::Interleaved,
+        })
     }
 }
 
