@@ -542,7 +542,7 @@ fn a_full_disk_stops_the_ingest_with_where_and_how_much_and_loses_nothing() {
     let db = data.path().join("catalog.sqlite");
     let paths = [docs.path().to_path_buf()];
     let opts = IngestOptions::default();
-    let quiet = |_: kura::ingest::pipeline::Progress| {};
+    let quiet = |_: kura::ingest::pipeline::IngestProgress| {};
     rt.block_on(async {
         {
             // Room for the tables and about one document: SQLite then answers as on

@@ -10,7 +10,7 @@ use kura::llm::{ChatMessage, Llm, LoraDropout};
 use kura::train::dataset::{tokenize, Example, SplitMix64};
 use kura::train::model::StepPath;
 use kura::train::{
-    load_peft, read_metrics, LoraConfig, LoraModel, RunInfo, Target, TokenizedExample, TrainJob,
+    load_peft, read_metrics, JobSpec, LoraConfig, LoraModel, RunInfo, Target, TokenizedExample,
     TrainRun, Trainer,
 };
 use std::path::{Path, PathBuf};
@@ -309,7 +309,7 @@ fn training_forward_matches_the_inference_forward() {
     );
 }
 
-fn job(name: &str, model: &Path) -> TrainJob {
+fn job(name: &str, model: &Path) -> JobSpec {
     toml::from_str(&format!(
         r#"
         name = "{name}"
@@ -335,7 +335,7 @@ fn job(name: &str, model: &Path) -> TrainJob {
     .unwrap()
 }
 
-fn new_run(dir: &Path, job: &TrainJob, model: &Path) -> TrainRun {
+fn new_run(dir: &Path, job: &JobSpec, model: &Path) -> TrainRun {
     let ex = examples();
     let info = RunInfo {
         model_path: model.to_path_buf(),

@@ -120,7 +120,7 @@ fn the_web_ui_answers_with_citations_switches_language_and_ingests() {
     let data_dir = data.path().to_path_buf();
 
     // With an access token, as on a LAN: the browser must show it (cookie) on every call.
-    let token = kura::server::auth::random_token();
+    let token = kura_server::auth::random_token();
     // The documents, the JSONL and the fixture model the UI names all lie in the
     // data folder: the server's source root here.
     let root = data_dir.to_str().unwrap().to_owned();

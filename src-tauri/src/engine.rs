@@ -6,7 +6,7 @@
 //! LAN and the desktop window; nothing to keep in step.
 //!
 //! Other programs on this machine can reach a loopback port too, so every launch
-//! draws a random access token (`kura::server::auth`): the window opens the UI with
+//! draws a random access token (`kura_server::auth`): the window opens the UI with
 //! `?token=…` (the server turns it into an `HttpOnly` cookie) and anything else must
 //! present the token. Where the engine listens, and its token, are written to
 //! `desktop.json` in the data folder (readable by this user only) for scripts and
@@ -20,7 +20,7 @@ use anyhow::{Context, Result};
 use kura::ingest::roots::SourceRoots;
 use kura::llm::DeviceChoice;
 use kura::paths::Paths;
-use kura::server::{self, auth, ModelChoice, ServerOptions, ServerState};
+use kura_server::{self as server, auth, ModelChoice, ServerOptions, ServerState};
 use tokio::runtime::Runtime;
 use tokio::sync::oneshot;
 

@@ -23,8 +23,8 @@ mod tray;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
+use kura::library::Library;
 use kura::paths::Paths;
-use kura::server::Library;
 use tauri::{Manager, RunEvent, WebviewUrl, WebviewWindowBuilder};
 use tokio::runtime::Runtime;
 
@@ -88,7 +88,7 @@ fn main() -> Result<()> {
             // Ctrl-C or SIGTERM: leave as when the window is closed (token file removed).
             let quitting = app.handle().clone();
             tauri::async_runtime::spawn(async move {
-                kura::server::shutdown_signal().await;
+                kura_server::shutdown_signal().await;
                 quitting.exit(0);
             });
             let handle = app.handle().clone();
