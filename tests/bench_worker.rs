@@ -23,7 +23,9 @@ fn the_kura_executable_runs_a_generate_job_as_a_benchmark_child() {
         python: None,
         work_dir: dir.path().join("work"),
     };
-    let child = runner.run_kura_child(&spec).expect("the child reports its figures");
+    let child = runner
+        .run_kura_child(&spec)
+        .expect("the child reports its figures");
     assert_eq!(child.engine, "kura");
     assert_eq!((child.prompt_tokens, child.decode_steps), (6, 5));
     assert!(child.prefill_s > 0.0 && child.decode_s > 0.0 && child.peak_rss_mb > 1.0);

@@ -24,3 +24,15 @@ pub mod paths;
 pub mod pool;
 pub mod rag;
 pub mod train;
+
+// What every front end starts from, at the crate root.
+pub use adapters::AdapterRegistry;
+pub use catalog::Catalog;
+pub use embed::Embedder;
+pub use index::SearchIndex;
+pub use jobs::{JobQueue, JobRunner};
+pub use library::Library;
+pub use llm::{DeviceChoice, Llm};
+pub use models::Registry;
+pub use paths::Paths;
+pub use pool::ModelPool;

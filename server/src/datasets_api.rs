@@ -14,8 +14,7 @@
 //! rather than a queue slot: it is an IT-staff action, and a chat request that comes
 //! meanwhile only shares the CPU.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -30,11 +29,8 @@ use super::openai::parse_json;
 use super::ServerState;
 use kura::paths::Paths;
 use kura::train::dataset::is_folder_name;
-use kura::train::synth::{review, synthesize, DraftStatus, DraftStore};
+use kura::train::synth::{review, DraftRunError, DraftStatus, DraftStore};
 use kura::train::DatasetStore;
-
-/// Draft jobs running now: dataset name → (done, total) chunks.
-pub type SynthJobs = Arc<Mutex<HashMap<String, (usize, usize)>>>;
 
 /// The routes of this module.
 pub fn routes() -> Router<Arc<ServerState>> {
@@ -77,7 +73,6 @@ async fn list(State(state): State<Arc<ServerState>>) -> Result<Json<Value>, ApiE
     let infos = store
         .list()
         .map_err(|e| ApiError::internal(e.to_string()))?;
-    let running = state.synth_jobs.lock().expect("synth jobs lock").clone();
     let out: Vec<Value> = infos
         .into_iter()
         .map(|d| {
@@ -88,7 +83,7 @@ async fn list(State(state): State<Arc<ServerState>>) -> Result<Json<Value>, ApiE
                 "drafts": {"pending": count(DraftStatus::Pending),
                            "approved": count(DraftStatus::Approved),
                            "rejected": count(DraftStatus::Rejected)},
-                "synth": running.get(&d.name).map(|(done, total)| json!({"done": done, "total": total})),
+                "synth": state.draft_runs.progress(&d.name).map(|(done, total)| json!({"done": done, "total": total})),
             })
         })
         .collect();
@@ -154,15 +149,10 @@ async fn synth(
         .first()
         .map(|m| m.llm.clone())
         .ok_or_else(|| ApiError::unavailable("no chat model loaded", "no_model"))?;
-    let col = lib
-        .catalog
-        .find_collection(&body.collection)
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?
-        .ok_or_else(|| ApiError::not_found(format!("no collection `{}`", body.collection)))?;
+    let id = lib.collection_id(&body.collection).await?;
     let ids = lib
         .catalog
-        .collection_chunk_ids(col.id)
+        .collection_chunk_ids(id)
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?;
     let chunks = lib
@@ -170,30 +160,14 @@ async fn synth(
         .chunks(&ids)
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?;
-    {
-        let mut jobs = state.synth_jobs.lock().expect("synth jobs lock");
-        if jobs.contains_key(&name) {
-            return Err(ApiError::bad_request(
-                format!("dataset `{name}` is already being drafted"),
-                Some("name"),
-            ));
-        }
-        jobs.insert(name.clone(), (0, 0));
-    }
-    let jobs = state.synth_jobs.clone();
     let limit = body.limit.unwrap_or(10).clamp(1, 200);
-    tokio::task::spawn_blocking(move || {
-        let drafts = DraftStore::new(store, &name);
-        let result = synthesize(&drafts, &llm, &chunks, limit, 160, &mut |done, total| {
-            jobs.lock()
-                .expect("synth jobs lock")
-                .insert(name.clone(), (done, total));
-        });
-        if let Err(e) = result {
-            tracing::warn!("drafting `{name}` failed: {e}");
-        }
-        jobs.lock().expect("synth jobs lock").remove(&name);
-    });
+    state
+        .draft_runs
+        .start(store, &name, llm, chunks, limit)
+        .map_err(|e| match e {
+            DraftRunError::AlreadyRunning(_) => ApiError::bad_request(e.to_string(), Some("name")),
+            DraftRunError::Thread(_) => ApiError::internal(e.to_string()),
+        })?;
     Ok((StatusCode::ACCEPTED, Json(json!({"started": true}))).into_response())
 }
 
@@ -206,12 +180,7 @@ async fn drafts(
     let drafts = DraftStore::new(store(&state)?, &name)
         .load()
         .map_err(|e| ApiError::internal(e.to_string()))?;
-    let running = state
-        .synth_jobs
-        .lock()
-        .expect("synth jobs lock")
-        .get(&name)
-        .copied();
+    let running = state.draft_runs.progress(&name);
     Ok(Json(json!({
         "drafts": drafts,
         "synth": running.map(|(done, total)| json!({"done": done, "total": total})),

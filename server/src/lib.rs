@@ -248,7 +248,7 @@ pub struct ServerState {
     /// The indexed documents `/api/ask` answers from (`None`: a model-only server).
     pub library: Option<Arc<Library>>,
     /// Datasets being drafted from a collection ([`datasets_api`]).
-    pub synth_jobs: datasets_api::SynthJobs,
+    pub draft_runs: kura::train::synth::DraftRuns,
     /// The training-job runner working inside this server (`run_jobs`).
     pub job_runner: std::sync::Mutex<Option<BackgroundRunner>>,
 }
@@ -275,7 +275,7 @@ impl ServerState {
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
             library,
-            synth_jobs: datasets_api::SynthJobs::default(),
+            draft_runs: kura::train::synth::DraftRuns::default(),
             job_runner: std::sync::Mutex::new(None),
         })
     }

@@ -161,17 +161,18 @@ impl Library {
         Ok(roots)
     }
 
-    /// The ids of the collections named (all collections when `names` is empty).
+    /// The ids of the collections named (all collections when `names` is empty), by
+    /// the catalog's one lookup rule.
     pub async fn collection_ids(&self, names: &[String]) -> Result<Vec<i64>, LibraryError> {
         if names.is_empty() {
             let all = self.catalog.summaries().await?;
             return Ok(all.into_iter().map(|s| s.collection.id).collect());
         }
-        let mut ids = Vec::with_capacity(names.len());
-        for name in names {
-            ids.push(self.collection_id(name).await?);
+        match self.catalog.collections_named(names).await {
+            Ok(found) => Ok(found.iter().map(|c| c.id).collect()),
+            Err(CatalogError::NoCollection(name)) => Err(LibraryError::NoCollection(name)),
+            Err(e) => Err(e.into()),
         }
-        Ok(ids)
     }
 
     /// The id of the collection named `name`.

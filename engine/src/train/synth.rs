@@ -331,6 +331,72 @@ pub fn review(
     Ok(())
 }
 
+/// Drafting runs in the background, by dataset name: what the UI's Training screen
+/// starts and polls. At most one run per dataset; a run's progress is (chunks done,
+/// chunks in all), and it is forgotten when it ends (its drafts are on disk).
+#[derive(Debug, Clone, Default)]
+pub struct DraftRuns {
+    running: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, (usize, usize)>>>,
+}
+
+/// Why a drafting run did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DraftRunError {
+    /// This dataset is being drafted already.
+    #[error("dataset `{0}` is already being drafted / データセット「{0}」は作成中です")]
+    AlreadyRunning(String),
+    /// The background thread could not be started.
+    #[error("cannot start the drafting thread: {0}")]
+    Thread(std::io::Error),
+}
+
+impl DraftRuns {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, (usize, usize)>> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The progress of dataset `name`'s run, if one is running.
+    pub fn progress(&self, name: &str) -> Option<(usize, usize)> {
+        self.lock().get(name).copied()
+    }
+
+    /// Drafts up to `limit` pairs for dataset `name` from `chunks` with `llm`, on a
+    /// thread of its own. A failure is logged; the drafts written before it stay.
+    pub fn start(
+        &self,
+        store: DatasetStore,
+        name: &str,
+        llm: std::sync::Arc<Llm>,
+        chunks: Vec<ChunkRecord>,
+        limit: usize,
+    ) -> Result<(), DraftRunError> {
+        {
+            let mut running = self.lock();
+            if running.contains_key(name) {
+                return Err(DraftRunError::AlreadyRunning(name.to_string()));
+            }
+            running.insert(name.to_string(), (0, 0));
+        }
+        let runs = self.clone();
+        let name = name.to_string();
+        let thread_name = format!("kura-draft-{name}");
+        std::thread::Builder::new()
+            .name(thread_name)
+            .spawn(move || {
+                let drafts = DraftStore::new(store, &name);
+                let result = synthesize(&drafts, &llm, &chunks, limit, 160, &mut |done, total| {
+                    runs.lock().insert(name.clone(), (done, total));
+                });
+                if let Err(e) = result {
+                    tracing::warn!("drafting `{name}` failed: {e}");
+                }
+                runs.lock().remove(&name);
+            })
+            .map(|_| ())
+            .map_err(DraftRunError::Thread)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -402,5 +468,42 @@ mod tests {
             .collect();
         assert!(all.contains(&"edited".to_string()));
         assert!(!all.contains(&"a4".to_string()) && !all.contains(&"a5".to_string()));
+    }
+
+    /// A drafting run goes on in the background, refuses a second run on the same
+    /// dataset while it works, and is forgotten once it ends.
+    #[test]
+    fn a_background_run_is_one_per_dataset_and_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let gguf = dir.path().join("tiny.gguf");
+        crate::llm::fixtures::write_tiny_qwen2_gguf(&gguf, 3).unwrap();
+        let llm = std::sync::Arc::new(Llm::load(&gguf, &candle_core::Device::Cpu).unwrap());
+        let chunks: Vec<ChunkRecord> = (1..=3)
+            .map(|id| ChunkRecord {
+                id,
+                document_id: 1,
+                collection_id: 1,
+                path: "規程.pdf".into(),
+                page: id,
+                char_start: 0,
+                char_end: 20,
+                heading: None,
+                text: format!("第{id}条 有給休暇は3営業日前までに申請する。"),
+            })
+            .collect();
+        let runs = DraftRuns::default();
+        let store = DatasetStore::new(dir.path());
+        // While a run of "faq" is in progress, a second one is refused.
+        runs.lock().insert("faq".into(), (1, 3));
+        let again = runs.start(store.clone(), "faq", llm.clone(), chunks.clone(), 3);
+        assert!(matches!(again, Err(DraftRunError::AlreadyRunning(n)) if n == "faq"));
+        runs.lock().clear();
+        runs.start(store, "faq", llm, chunks, 3).unwrap();
+        let started = std::time::Instant::now();
+        while runs.progress("faq").is_some() {
+            assert!(started.elapsed().as_secs() < 120, "the run ends");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert_eq!(runs.progress("faq"), None);
     }
 }
