@@ -11,16 +11,9 @@
 //! pass, the training forward and the LoRA wiring are written once and cannot drift
 //! apart between architectures.
 //!
-//! ```no_run
-//! # fn main() -> Result<(), kura::llm::LlmError> {
-//! use kura::llm::{qwen2, GgufFile};
-//! let mut file = GgufFile::open("models/qwen2.5-coder-0.5b-instruct.gguf")?;
-//! let decoder = qwen2::load(&mut file, &candle_core::Device::Cpu)?;
-//! let mut caches = decoder.new_caches();
-//! let logits = decoder.forward(&[1, 2, 3], 0, &mut caches, &[])?;
-//! assert_eq!(logits.dims3()?.2, decoder.config().vocab_size);
-//! # Ok(()) }
-//! ```
+//! Inside the engine, `qwen2::load(&mut gguf_file, &device)` gives a `Decoder`; its
+//! `new_caches()` and `forward(&tokens, position, &mut caches, &adapters)` run it. Front
+//! ends reach it only through [`crate::llm::Llm`].
 
 use super::error::{LlmError, Result};
 use super::gguf::GgufFile;
